@@ -37,7 +37,9 @@ def resolve_pretrained_dir(name_or_path: str | os.PathLike) -> Path:
     for cache in _hub_cache_dirs():
         snapshots = cache / repo_folder / "snapshots"
         if snapshots.is_dir():
-            candidates = sorted((p for p in snapshots.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+            candidates = sorted(
+                (p for p in snapshots.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime
+            )
             if candidates:
                 return candidates[-1]
     raise OSError(

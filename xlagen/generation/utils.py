@@ -1,0 +1,311 @@
+"""``generate()``: argument checks, shape buckets, and a cache of compiled decoding programs.
+
+Called eagerly (the usual case), ``generate`` checks every argument, pads the prompt batch up to
+its bucket, and runs a program compiled once per bucket with XLA. Called inside the user's own
+``tf.function`` (Transformers 4.x's recipe), it traces the same loop into their graph instead.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from xlagen.generation.buckets import Buckets
+from xlagen.generation.config import GenerationConfig
+from xlagen.generation.loop import LoopSpec, decode
+
+
+@dataclass
+class GenerationStats:
+    """What the compiled-program cache did: ``compilations`` counts traces (each one an XLA compile)."""
+
+    compilations: int = 0
+    calls: int = 0
+    programs: list[tuple] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"compilations": self.compilations, "calls": self.calls, "programs": list(self.programs)}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if not _is_int(value) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _as_seed(seed: Any) -> np.ndarray:
+    if seed is None:
+        return np.asarray(tf.random.uniform([2], 0, 2**31 - 1, dtype=tf.int64).numpy(), np.uint32)
+    if tf.is_tensor(seed) and not tf.executing_eagerly():
+        return seed
+    values = np.asarray(seed.numpy() if tf.is_tensor(seed) else seed)
+    if values.ndim == 0:
+        values = np.stack([values, np.zeros_like(values)])
+    if values.shape != (2,) or not np.issubdtype(values.dtype, np.integer) or (values < 0).any():
+        raise ValueError(f"seed must be a non-negative int or a pair of non-negative ints, got {seed!r}")
+    if (values >= 2**32).any():
+        raise ValueError(f"seed values must be < 2**32, got {seed!r}")
+    return values.astype(np.uint32)
+
+
+class GenerationMixin:
+    """Adds ``generate`` to a model that implements the cached-decoding protocol."""
+
+    buckets: Buckets = Buckets()
+
+    def _init_generation_state(self) -> None:
+        self._programs: dict[tuple, Any] = {}
+        self._generation_stats = GenerationStats()
+
+    def generation_stats(self) -> dict[str, Any]:
+        """Counters of the compiled-program cache (compilations, calls, program keys)."""
+        return self._generation_stats.as_dict()
+
+    # -- argument resolution ------------------------------------------------------------------
+    def _resolve_config(self, generation_config: GenerationConfig | None, kwargs: dict) -> GenerationConfig:
+        config = generation_config if generation_config is not None else self.generation_config
+        if not isinstance(config, GenerationConfig):
+            raise TypeError(
+                f"generation_config must be an xlagen GenerationConfig, got {type(config).__name__}"
+            )
+        return config.update(**kwargs)
+
+    def _check_options(self, gc: GenerationConfig) -> None:
+        """Reject options this build does not implement, before anything is traced."""
+        if gc.num_beams != 1:
+            raise ValueError(
+                f"num_beams={gc.num_beams!r}: beam search is not supported yet (use num_beams=1)"
+            )
+        unsupported = {
+            "repetition_penalty": (gc.repetition_penalty, 1.0),
+            "no_repeat_ngram_size": (gc.no_repeat_ngram_size, 0),
+            "bad_words_ids": (gc.bad_words_ids, None),
+            "forced_bos_token_id": (gc.forced_bos_token_id, None),
+            "forced_eos_token_id": (gc.forced_eos_token_id, None),
+            "suppress_tokens": (gc.suppress_tokens, None),
+            "begin_suppress_tokens": (gc.begin_suppress_tokens, None),
+            "output_scores": (gc.output_scores, False),
+            "output_logits": (gc.output_logits, False),
+            "return_dict_in_generate": (gc.return_dict_in_generate, False),
+        }
+        for name, (value, default) in unsupported.items():
+            if value != default:
+                raise ValueError(f"{name}={value!r} is not supported yet by xlagen's generate")
+        if not isinstance(gc.do_sample, bool):
+            raise ValueError(f"do_sample must be True or False, got {gc.do_sample!r}")
+        if gc.do_sample:
+            t = gc.temperature
+            if not isinstance(t, numbers.Real) or isinstance(t, bool) or not t > 0 or not np.isfinite(t):
+                raise ValueError(f"temperature must be a float > 0 when sampling, got {t!r}")
+            _check_int("top_k", gc.top_k if gc.top_k is not None else 0, 0)
+            p = gc.top_p if gc.top_p is not None else 1.0
+            if not isinstance(p, numbers.Real) or isinstance(p, bool) or not 0.0 < p <= 1.0:
+                raise ValueError(f"top_p must be in (0, 1], got {gc.top_p!r}")
+        _check_int("num_return_sequences", gc.num_return_sequences, 1)
+        if gc.num_return_sequences > 1 and not gc.do_sample:
+            raise ValueError(
+                f"num_return_sequences={gc.num_return_sequences} needs do_sample=True with num_beams=1 "
+                "(greedy search would return the same sequence every time)"
+            )
+        for eos in gc.eos_token_ids:
+            if not _is_int(eos) or not 0 <= eos:
+                raise ValueError(
+                    f"eos_token_id must be a non-negative int or a list of them, got {gc.eos_token_id!r}"
+                )
+        if gc.pad_token_id is not None and not _is_int(gc.pad_token_id):
+            raise ValueError(f"pad_token_id must be an int, got {gc.pad_token_id!r}")
+
+    def _lengths(self, gc: GenerationConfig, prompt_len: int) -> tuple[int, int]:
+        if gc.max_new_tokens is not None:
+            max_new = _check_int("max_new_tokens", gc.max_new_tokens, 1)
+        else:
+            max_length = _check_int("max_length", gc.max_length, 1)
+            max_new = max_length - prompt_len
+            if max_new <= 0:
+                raise ValueError(
+                    f"max_length={max_length} leaves no room to generate after a prompt of {prompt_len} tokens; "
+                    "raise max_length or set max_new_tokens"
+                )
+        if gc.min_new_tokens is not None:
+            min_new = _check_int("min_new_tokens", gc.min_new_tokens, 0)
+        else:
+            min_new = max(0, _check_int("min_length", gc.min_length, 0) - prompt_len)
+        return max_new, min_new
+
+    def _pad_id(self, gc: GenerationConfig) -> int:
+        if gc.pad_token_id is not None:
+            return int(gc.pad_token_id)
+        return gc.eos_token_ids[0] if gc.eos_token_ids else 0
+
+    def _params(self, gc: GenerationConfig, max_new: int, min_new: int, seed) -> dict[str, Any]:
+        return {
+            "max_new_tokens": np.int32(max_new),
+            "min_new_tokens": np.int32(min_new),
+            "temperature": np.float32(gc.temperature if gc.do_sample else 1.0),
+            "top_p": np.float32(gc.top_p if gc.top_p is not None else 1.0),
+            "seed": _as_seed(seed) if gc.do_sample else np.zeros([2], np.uint32),
+            "eos_token_ids": np.asarray(gc.eos_token_ids, np.int32).reshape([-1]),
+            "pad_token_id": np.int32(self._pad_id(gc)),
+        }
+
+    @staticmethod
+    def _spec(gc: GenerationConfig, capacity: int, min_new: int) -> LoopSpec:
+        return LoopSpec(
+            capacity=capacity,
+            do_sample=gc.do_sample,
+            top_k=int(gc.top_k or 0) if gc.do_sample else 0,
+            use_top_p=bool(gc.do_sample and gc.top_p is not None and gc.top_p < 1.0),
+            use_min_new_tokens=min_new > 0 and bool(gc.eos_token_ids),
+        )
+
+    def _check_values(self, ids: np.ndarray, mask: np.ndarray, max_new: int) -> None:
+        """Value checks on concrete inputs (run before any compile)."""
+        vocab = self.config.vocab_size
+        live = mask.astype(bool)
+        empty = np.flatnonzero(~live.any(axis=1))
+        if empty.size:
+            raise ValueError(
+                f"attention_mask rows {empty.tolist()} are all zeros: every prompt needs a token"
+            )
+        bad = live & ((ids < 0) | (ids >= vocab))
+        if bad.any():
+            row, col = map(int, np.argwhere(bad)[0])
+            raise ValueError(
+                f"input_ids[{row}, {col}] = {int(ids[row, col])} is outside the vocabulary [0, {vocab}) "
+                "at an attended position (attention_mask is 1 there)"
+            )
+        longest = int(live.sum(axis=1).max())
+        limit = self.max_positions
+        if limit is not None and longest + max_new > limit:
+            raise ValueError(
+                f"prompt of {longest} tokens + max_new_tokens={max_new} exceeds the model's "
+                f"{limit} positions (config n_positions / max_position_embeddings)"
+            )
+
+    # -- entry point --------------------------------------------------------------------------
+    def generate(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        generation_config: GenerationConfig | None = None,
+        seed=None,
+        jit_compile: bool | None = None,
+        **kwargs,
+    ):
+        """Generate token ids ``[batch, prompt + new]``, with Transformers' arguments.
+
+        Eagerly, the decoding program is compiled with XLA once per shape bucket (``jit_compile``
+        False runs the same loop op by op, for debugging). Inside ``tf.function`` the loop is traced
+        into the caller's graph and the output is padded to ``prompt + max_new_tokens``.
+        """
+        if input_ids is None:
+            input_ids = kwargs.pop("inputs", None)
+        if input_ids is None:
+            raise ValueError("generate() needs input_ids (the prompt token ids, shape [batch, length])")
+        gc = self._resolve_config(generation_config, kwargs)
+        self._check_options(gc)
+        if not tf.executing_eagerly() or tf.is_symbolic_tensor(input_ids):
+            return self._generate_symbolic(input_ids, attention_mask, gc, seed)
+        return self._generate_eager(input_ids, attention_mask, gc, seed, jit_compile)
+
+    def _check_shapes(self, ids_shape, mask_shape) -> None:
+        if len(ids_shape) != 2:
+            raise ValueError(f"input_ids must be 2-D [batch, length], got shape {tuple(ids_shape)}")
+        if mask_shape is not None and tuple(mask_shape) != tuple(ids_shape):
+            raise ValueError(
+                f"attention_mask shape {tuple(mask_shape)} differs from input_ids shape {tuple(ids_shape)}"
+            )
+        if ids_shape[1] == 0 or ids_shape[0] == 0:
+            raise ValueError(f"input_ids is empty (shape {tuple(ids_shape)})")
+
+    def _generate_symbolic(self, input_ids, attention_mask, gc: GenerationConfig, seed):
+        input_ids = tf.convert_to_tensor(input_ids)
+        if not input_ids.dtype.is_integer:
+            raise TypeError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype.name}")
+        if attention_mask is None:
+            attention_mask = tf.ones_like(input_ids, tf.int32)
+        attention_mask = tf.convert_to_tensor(attention_mask)
+        self._check_shapes(input_ids.shape, attention_mask.shape)
+        if input_ids.shape[1] is None:
+            raise ValueError("inside tf.function, input_ids needs a static length (pad to a fixed shape)")
+        max_new, min_new = self._lengths(gc, input_ids.shape[1])
+        limit = self.max_positions
+        if limit is not None and input_ids.shape[1] + max_new > limit:
+            raise ValueError(
+                f"input length {input_ids.shape[1]} + max_new_tokens={max_new} exceeds the model's {limit} positions"
+            )
+        if seed is None and gc.do_sample:
+            seed = tf.random.uniform([2], 0, 2**31 - 1, dtype=tf.int64)
+        params = self._params(gc, max_new, min_new, seed)
+        if gc.num_return_sequences > 1:
+            input_ids = tf.repeat(input_ids, gc.num_return_sequences, axis=0)
+            attention_mask = tf.repeat(attention_mask, gc.num_return_sequences, axis=0)
+        done = tf.zeros([tf.shape(input_ids)[0]], tf.bool)
+        tokens, _ = decode(self, input_ids, attention_mask, done, params, self._spec(gc, max_new, min_new))
+        return tf.concat([tf.cast(input_ids, tf.int32), tokens], axis=1)
+
+    def _generate_eager(self, input_ids, attention_mask, gc: GenerationConfig, seed, jit_compile):
+        ids = np.asarray(input_ids.numpy() if tf.is_tensor(input_ids) else input_ids)
+        if ids.dtype == object or not (np.issubdtype(ids.dtype, np.integer)):
+            raise TypeError(f"input_ids must hold integer token ids, got dtype {ids.dtype}")
+        if attention_mask is None:
+            mask = np.ones_like(ids, np.int32)
+        else:
+            mask = np.asarray(attention_mask.numpy() if tf.is_tensor(attention_mask) else attention_mask)
+        self._check_shapes(ids.shape, mask.shape)
+        if not np.isin(mask, (0, 1)).all():
+            raise ValueError("attention_mask must contain only 0 and 1")
+        max_new, min_new = self._lengths(gc, ids.shape[1])
+        self._check_values(ids, mask, max_new)
+        params = self._params(gc, max_new, min_new, seed)
+        if gc.num_return_sequences > 1:
+            ids = np.repeat(ids, gc.num_return_sequences, axis=0)
+            mask = np.repeat(mask, gc.num_return_sequences, axis=0)
+        batch, length = ids.shape
+        jit = True if jit_compile is None else bool(jit_compile)
+        self._generation_stats.calls += 1
+        if not jit:
+            spec = self._spec(gc, max_new, min_new)
+            done = tf.zeros([batch], tf.bool)
+            tokens, steps = decode(
+                self, tf.constant(ids, tf.int32), tf.constant(mask, tf.int32), done, params, spec
+            )
+        else:
+            b_batch, b_len = self.buckets.batch_size(batch), self.buckets.prompt(length)
+            spec = self._spec(gc, self.buckets.new(max_new), min_new)
+            padded_ids = np.full([b_batch, b_len], 0, np.int32)
+            padded_mask = np.zeros([b_batch, b_len], np.int32)
+            padded_ids[:batch, b_len - length :] = np.where(mask.astype(bool), ids, 0)
+            padded_mask[:batch, b_len - length :] = mask
+            padded_mask[batch:, -1] = 1  # filler rows: one real token so attention stays finite
+            done = np.arange(b_batch) >= batch  # filler rows start finished
+            program = self._program((b_batch, b_len, spec))
+            tokens, steps = program(padded_ids, padded_mask, done, params)
+            tokens = tokens[:batch]
+        steps = int(steps)
+        out = np.concatenate([ids.astype(np.int32), np.asarray(tokens)[:, :steps]], axis=1)
+        return tf.constant(out, tf.int32)
+
+    def _program(self, key: tuple):
+        """The compiled decoding program for one bucket; traced (and XLA-compiled) on first use."""
+        program = self._programs.get(key)
+        if program is None:
+            spec = key[-1]
+            stats = self._generation_stats
+
+            def run(input_ids, attention_mask, done, params):
+                stats.compilations += 1  # Python runs only while tracing
+                stats.programs.append(key)
+                return decode(self, input_ids, attention_mask, done, params, spec)
+
+            program = tf.function(run, jit_compile=True, reduce_retracing=False)
+            self._programs[key] = program
+        return program

@@ -1,0 +1,194 @@
+"""Base class of xlagen models: loading, saving and the Keras training hooks they share."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, ClassVar
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from xlagen.configuration_utils import PretrainedConfig, load_config_dict
+from xlagen.generation.config import GenerationConfig
+from xlagen.generation.utils import GenerationMixin
+from xlagen.loading.checkpoint import SAFE_WEIGHTS, load_state_dict, write_safetensors
+from xlagen.loading.hub import resolve_pretrained_dir
+
+logger = logging.getLogger("xlagen")
+
+
+class ModelOutput(dict):
+    """A dict whose keys are also attributes (``out.logits`` == ``out["logits"]``), as in Transformers."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def to_tuple(self) -> tuple:
+        return tuple(self.values())
+
+
+class CausalLMOutput(ModelOutput):
+    """Output of a language-model call: ``logits`` [batch, length, vocab] (and ``loss`` given labels)."""
+
+
+def _causal_lm_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """Mean next-token cross-entropy, ignoring labels equal to -100 (Transformers' convention)."""
+    labels = tf.cast(labels[:, 1:], tf.int32)
+    logits = logits[:, :-1]
+    valid = tf.not_equal(labels, -100)
+    safe = tf.where(valid, labels, 0)
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe, logits=logits)
+    weights = tf.cast(valid, losses.dtype)
+    return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+
+class TFPreTrainedModel(keras.Model, GenerationMixin):
+    """A Keras model that loads and saves Hugging Face checkpoints and can ``generate``."""
+
+    config_class: ClassVar[type[PretrainedConfig]] = PretrainedConfig
+    # State-dict prefix some checkpoints omit (base-model files), e.g. "transformer.".
+    checkpoint_prefix: ClassVar[str] = ""
+    # Checkpoint tensors that are buffers, not weights (regexes).
+    ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: PretrainedConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        self.generation_config = GenerationConfig.from_model_config(config)
+        self._init_generation_state()
+
+    # -- inputs / training --------------------------------------------------------------------
+    @staticmethod
+    def _unpack_inputs(
+        input_ids, *others, names=("attention_mask", "position_ids", "token_type_ids", "labels")
+    ):
+        """Accept Transformers-style dict inputs (what Keras ``fit`` passes) as well as arguments."""
+        if isinstance(input_ids, dict):
+            inputs = dict(input_ids)
+        else:
+            inputs = {"input_ids": input_ids}
+        for name, value in zip(names, others):
+            if value is not None:
+                inputs[name] = value
+        if inputs.get("input_ids") is None:
+            raise ValueError("input_ids is required")
+        return inputs
+
+    causal_lm_loss = staticmethod(_causal_lm_loss)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Keras hook: with no compiled loss, train on the model's own next-token loss.
+
+        Labels come from ``y``, else ``x["labels"]``, else ``x["input_ids"]`` (masked by the
+        attention mask), the usual causal-LM setup.
+        """
+        if self._compile_loss is not None:
+            logits = y_pred["logits"] if isinstance(y_pred, dict) else y_pred
+            return super().compute_loss(x, y, logits, sample_weight, training)
+        labels = y
+        if labels is None and isinstance(x, dict):
+            labels = x.get("labels")
+            if labels is None:
+                labels = x["input_ids"]
+                if x.get("attention_mask") is not None:
+                    labels = tf.where(tf.cast(x["attention_mask"], tf.bool), tf.cast(labels, tf.int32), -100)
+        if labels is None:
+            labels = x
+        loss = _causal_lm_loss(y_pred["logits"], labels)
+        extra = self.losses
+        return loss + tf.add_n(extra) if extra else loss
+
+    # -- checkpoint names ---------------------------------------------------------------------
+    def checkpoint_variables(self) -> dict[str, keras.Variable]:
+        """Every weight under its Hugging Face state-dict name."""
+        names: dict[str, keras.Variable] = {}
+        for layer in self._flatten_layers(include_self=False, recursive=True):
+            names.update(getattr(layer, "checkpoint_names", {}))
+        return names
+
+    def _match_checkpoint_name(self, name: str, wanted: dict[str, Any]) -> str | None:
+        if name in wanted:
+            return name
+        prefix = self.checkpoint_prefix
+        if prefix and not name.startswith(prefix) and prefix + name in wanted:
+            return prefix + name
+        return None
+
+    def load_state_dict(self, tensors: dict[str, np.ndarray], sources: dict[str, Path] | None = None) -> None:
+        """Assign weights by name; all problems are collected and raised before anything is assigned."""
+        sources = sources or {}
+        wanted = self.checkpoint_variables()
+        assign: dict[str, np.ndarray] = {}
+        problems: list[str] = []
+        unexpected: list[str] = []
+        for name, array in tensors.items():
+            target = self._match_checkpoint_name(name, wanted)
+            where = f" in {sources[name]}" if name in sources else ""
+            if target is None:
+                if name == "lm_head.weight" and self.config.tie_word_embeddings:
+                    continue  # tied: the copy in the file is the embedding again
+                if not any(re.search(p, name) for p in self.ignored_checkpoint_keys):
+                    unexpected.append(name)
+                continue
+            shape = tuple(wanted[target].shape)
+            if tuple(array.shape) != shape:
+                problems.append(f"tensor {name!r}{where} has shape {tuple(array.shape)}, expected {shape}")
+                continue
+            if not np.issubdtype(array.dtype, np.floating):
+                problems.append(f"tensor {name!r}{where} has dtype {array.dtype}, expected a float type")
+                continue
+            assign[target] = array
+        files = sorted({str(p) for p in sources.values()}) or ["the given state dict"]
+        for target in wanted:
+            if target not in assign:
+                problems.append(f"tensor {target!r} is missing from {', '.join(files)}")
+        if problems:
+            raise ValueError(
+                f"cannot load {type(self).__name__} weights ({len(problems)} problem(s)):\n  "
+                + "\n  ".join(problems)
+            )
+        if unexpected:
+            logger.warning("ignored %d unexpected checkpoint tensors: %s", len(unexpected), unexpected[:10])
+        for target, array in assign.items():
+            wanted[target].assign(array.astype(np.float32))
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {name: np.asarray(var.numpy()) for name, var in self.checkpoint_variables().items()}
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        config: PretrainedConfig | None = None,
+        **kwargs,
+    ):
+        """Build the model from a local checkpoint directory (safetensors, sharded, or tf_model.h5)."""
+        for unsupported in ("from_pt", "cache_dir", "revision", "token", "use_auth_token"):
+            kwargs.pop(unsupported, None)
+        directory = resolve_pretrained_dir(pretrained_model_name_or_path)
+        if config is None:
+            config = cls.config_class.from_dict(load_config_dict(directory), **kwargs)
+        elif kwargs:
+            raise TypeError(f"unexpected keyword arguments: {sorted(kwargs)}")
+        model = cls(config)
+        tensors, sources = load_state_dict(directory)
+        model.load_state_dict(tensors, sources)
+        model.generation_config = GenerationConfig.from_pretrained_dir(directory, config)
+        model.name_or_path = str(pretrained_model_name_or_path)
+        return model
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **_: Any) -> None:
+        """Write config.json, model.safetensors and generation_config.json (Transformers-loadable)."""
+        path = Path(save_directory)
+        path.mkdir(parents=True, exist_ok=True)
+        self.config.save_pretrained(path)
+        tensors = self.state_dict()
+        write_safetensors(tensors, path / SAFE_WEIGHTS)
+        self.generation_config.save_pretrained(path)

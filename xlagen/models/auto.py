@@ -1,0 +1,75 @@
+"""Auto classes: pick the model class from ``model_type`` in config.json, as Transformers does."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from xlagen.configuration_utils import load_config_dict
+from xlagen.loading.hub import resolve_pretrained_dir
+from xlagen.models.gpt2.configuration import GPT2Config
+from xlagen.models.gpt2.modeling import TFGPT2LMHeadModel
+
+CONFIG_MAPPING = {"gpt2": GPT2Config}
+CAUSAL_LM_MAPPING = {"gpt2": TFGPT2LMHeadModel}
+SEQ2SEQ_LM_MAPPING: dict[str, type] = {}
+
+
+def _model_type(directory) -> str:
+    config = load_config_dict(directory)
+    model_type = config.get("model_type")
+    if not model_type:
+        raise ValueError(f"{directory}/config.json has no 'model_type'; cannot choose a model class")
+    return model_type
+
+
+class _AutoModel:
+    mapping: dict[str, type] = {}
+    task = ""
+
+    def __init__(self) -> None:
+        raise OSError(f"use {type(self).__name__}.from_pretrained(directory)")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any):
+        directory = resolve_pretrained_dir(pretrained_model_name_or_path)
+        model_type = _model_type(directory)
+        if model_type not in cls.mapping:
+            raise ValueError(
+                f"model_type {model_type!r} ({directory}) is not supported by {cls.__name__}; "
+                f"supported: {sorted(cls.mapping)}"
+            )
+        return cls.mapping[model_type].from_pretrained(directory, **kwargs)
+
+    @classmethod
+    def from_config(cls, config):
+        model_type = getattr(config, "model_type", None)
+        if model_type not in cls.mapping:
+            raise ValueError(f"model_type {model_type!r} is not supported by {cls.__name__}")
+        return cls.mapping[model_type](config)
+
+
+class TFAutoModelForCausalLM(_AutoModel):
+    """Decoder-only language models (GPT-2, ...)."""
+
+    mapping = CAUSAL_LM_MAPPING
+
+
+class TFAutoModelForSeq2SeqLM(_AutoModel):
+    """Encoder-decoder language models."""
+
+    mapping = SEQ2SEQ_LM_MAPPING
+
+
+class AutoConfig:
+    """Load the configuration class named by ``model_type``."""
+
+    @staticmethod
+    def from_pretrained(pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any):
+        directory = resolve_pretrained_dir(pretrained_model_name_or_path)
+        model_type = _model_type(directory)
+        if model_type not in CONFIG_MAPPING:
+            raise ValueError(
+                f"model_type {model_type!r} is not supported; supported: {sorted(CONFIG_MAPPING)}"
+            )
+        return CONFIG_MAPPING[model_type].from_dict(load_config_dict(directory), **kwargs)

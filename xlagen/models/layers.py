@@ -1,0 +1,108 @@
+"""Building blocks shared by the models: weight-holding layers and attention with a static KV cache.
+
+Every layer creates its weights at construction (shapes come from the config), and keeps the
+Hugging Face state-dict name of each weight, so loading is a name lookup.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
+
+NEG_INF = -1e30  # large finite negative: masked scores never win, fully masked rows stay finite
+
+
+def dense(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | None = None) -> tf.Tensor:
+    """``x @ kernel + bias`` over the last axis, as one 2-D GEMM (what XLA CPU runs fastest)."""
+    shape = tf.shape(x)
+    y = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), kernel)
+    if bias is not None:
+        y = y + bias
+    return tf.reshape(y, tf.concat([shape[:-1], [kernel.shape[-1]]], axis=0))
+
+
+class WeightLayer(keras.layers.Layer):
+    """A layer whose weights are created up front and carry their checkpoint names."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.checkpoint_names: dict[str, keras.Variable] = {}
+
+    def new_weight(
+        self, ckpt_name: str, shape: tuple[int, ...], initializer: str | keras.Initializer = "zeros"
+    ):
+        var = self.add_weight(shape=shape, initializer=initializer, name=ckpt_name.rsplit(".", 1)[-1])
+        self.checkpoint_names[ckpt_name] = var
+        return var
+
+
+class LayerNorm(WeightLayer):
+    """Layer normalisation over the last axis (weight ``.weight``, bias ``.bias``)."""
+
+    def __init__(self, prefix: str, dim: int, epsilon: float, bias: bool = True, affine: bool = True, **kw):
+        super().__init__(**kw)
+        self.epsilon = epsilon
+        self.gamma = self.new_weight(f"{prefix}.weight", (dim,), "ones") if affine else None
+        self.beta = self.new_weight(f"{prefix}.bias", (dim,), "zeros") if affine and bias else None
+        self.built = True
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
+        y = (x - mean) * tf.math.rsqrt(var + self.epsilon)
+        if self.gamma is not None:
+            y = y * self.gamma
+        if self.beta is not None:
+            y = y + self.beta
+        return y
+
+
+def split_heads(x: tf.Tensor, num_heads: int) -> tf.Tensor:
+    """[B, T, H*D] -> [B, H, T, D]."""
+    b, t = tf.shape(x)[0], tf.shape(x)[1]
+    x = tf.reshape(x, [b, t, num_heads, x.shape[-1] // num_heads])
+    return tf.transpose(x, [0, 2, 1, 3])
+
+
+def merge_heads(x: tf.Tensor) -> tf.Tensor:
+    """[B, H, T, D] -> [B, T, H*D]."""
+    b, t = tf.shape(x)[0], tf.shape(x)[2]
+    x = tf.transpose(x, [0, 2, 1, 3])
+    return tf.reshape(x, [b, t, x.shape[2] * x.shape[3]])
+
+
+def update_cache(cache: tf.Tensor, new: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    """Write ``new`` [B, H, T, D] into the static ``cache`` [B, H, L, D] at slot ``index``."""
+    zero = tf.zeros([], tf.int32)
+    return dynamic_update_slice(
+        cache, tf.cast(new, cache.dtype), [zero, zero, tf.cast(index, tf.int32), zero]
+    )
+
+
+def attend(
+    q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, allowed: tf.Tensor, scale: float, dropout=None
+) -> tf.Tensor:
+    """Scaled dot-product attention. q [B,H,T,D], k/v [B,H,S,D], allowed [B,1,T,S] bool."""
+    scores = tf.matmul(q, k, transpose_b=True)
+    if scale != 1.0:
+        scores = scores * scale
+    scores = tf.where(allowed, scores, NEG_INF)
+    probs = tf.nn.softmax(scores, axis=-1)
+    if dropout is not None:
+        probs = dropout(probs)
+    return tf.matmul(probs, v)
+
+
+def causal_allowed(
+    attention_mask: tf.Tensor, query_start: tf.Tensor, num_queries: int | tf.Tensor
+) -> tf.Tensor:
+    """Which key slots each query may see: key <= query slot and the key is not padding.
+
+    attention_mask [B, S] covers every key slot; queries sit at slots query_start .. +num_queries.
+    Returns [B, 1, T, S] bool.
+    """
+    s = tf.shape(attention_mask)[1]
+    q_slots = tf.cast(query_start, tf.int32) + tf.range(num_queries)
+    causal = tf.range(s)[None, :] <= q_slots[:, None]  # [T, S]
+    keep = tf.cast(attention_mask, tf.bool)[:, None, None, :]
+    return tf.logical_and(causal[None, None], keep)
