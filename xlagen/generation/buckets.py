@@ -34,8 +34,8 @@ class Buckets:
     batch: str | int = "pow2"
     prompt_length: str | int = "pow2"
     new_tokens: str | int = "pow2"
-    min_prompt_length: int = 16
-    min_new_tokens: int = 16
+    min_prompt_bucket: int = 16
+    min_new_tokens_bucket: int = 16
 
     def __post_init__(self) -> None:
         for name in ("batch", "prompt_length", "new_tokens"):
@@ -45,10 +45,10 @@ class Buckets:
         return _round_up(n, self.batch, 1)
 
     def prompt(self, n: int) -> int:
-        return _round_up(n, self.prompt_length, self.min_prompt_length)
+        return _round_up(n, self.prompt_length, self.min_prompt_bucket)
 
     def new(self, n: int) -> int:
-        return _round_up(n, self.new_tokens, self.min_new_tokens)
+        return _round_up(n, self.new_tokens, self.min_new_tokens_bucket)
 
 
 NO_BUCKETS = Buckets("exact", "exact", "exact", 1, 1)

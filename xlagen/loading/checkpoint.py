@@ -16,6 +16,7 @@ from safetensors.numpy import save_file
 SAFE_WEIGHTS = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
 TF_WEIGHTS = "tf_model.h5"
+TF_INDEX = "tf_model.h5.index.json"
 PT_WEIGHTS = "pytorch_model.bin"
 
 
@@ -38,13 +39,15 @@ def find_weights(directory: Path) -> tuple[str, list[Path]]:
         return "safetensors", [directory / s for s in shards]
     if (directory / TF_WEIGHTS).is_file():
         return "h5", [directory / TF_WEIGHTS]
+    if (directory / TF_INDEX).is_file():
+        return "h5", [directory / TF_INDEX]  # the h5 reader follows the index to its shards
     if (directory / PT_WEIGHTS).is_file():
         raise OSError(
             f"{directory} only has {PT_WEIGHTS} (a pickled PyTorch checkpoint), which xlagen does not unpickle; "
             "convert it to safetensors (e.g. save_pretrained(..., safe_serialization=True) in Transformers)."
         )
     raise OSError(
-        f"no weights found in {directory}: looked for {SAFE_WEIGHTS}, {SAFE_INDEX} and {TF_WEIGHTS}"
+        f"no weights found in {directory}: looked for {SAFE_WEIGHTS}, {SAFE_INDEX}, {TF_WEIGHTS} and {TF_INDEX}"
     )
 
 
