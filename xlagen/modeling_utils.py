@@ -38,6 +38,23 @@ class CausalLMOutput(ModelOutput):
     """Output of a language-model call: ``logits`` [batch, length, vocab] (and ``loss`` given labels)."""
 
 
+def _register_output_tree(cls: type[ModelOutput]) -> None:
+    """Let Keras' tree utilities (``predict`` batching, ``fit`` losses) walk outputs like a dict."""
+    try:
+        import optree
+    except ImportError:  # Keras then uses dm-tree, which already treats dict subclasses as dicts
+        return
+    optree.register_pytree_node(
+        cls,
+        lambda out: (tuple(out.values()), tuple(out.keys()), tuple(out.keys())),
+        lambda keys, values: cls(zip(keys, values)),
+        namespace="keras",
+    )
+
+
+_register_output_tree(CausalLMOutput)
+
+
 def _causal_lm_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     """Mean next-token cross-entropy, ignoring labels equal to -100 (Transformers' convention)."""
     labels = tf.cast(labels[:, 1:], tf.int32)
