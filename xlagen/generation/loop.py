@@ -52,9 +52,18 @@ def build_processors(spec: LoopSpec, params: dict[str, tf.Tensor], vocab_size: i
 
 
 def decode(
-    model, input_ids: tf.Tensor, attention_mask: tf.Tensor, done: tf.Tensor, params: dict, spec: LoopSpec
+    model,
+    input_ids: tf.Tensor,
+    attention_mask: tf.Tensor,
+    done: tf.Tensor,
+    params: dict,
+    spec: LoopSpec,
+    encoder_inputs: dict | None = None,
 ):
     """Generate up to ``params['max_new_tokens']`` tokens after left-padded prompts.
+
+    Encoder-decoder models run ``model.encode(**encoder_inputs)`` once; its outputs seed the cache
+    (``model.init_cache(batch, length, encoder_outputs)``: cross-attention keys/values live there).
 
     Returns (tokens [batch, capacity] padded with the pad id, number of steps run).
     """
@@ -71,7 +80,10 @@ def decode(
     full_mask = tf.concat([attention_mask, tf.ones([batch, capacity], tf.int32)], axis=1)
     positions = tf.maximum(tf.cumsum(attention_mask, axis=1) - 1, 0)
     next_position = tf.reduce_sum(attention_mask, axis=1)  # position of the first new token
-    cache = model.init_cache(static_batch, static_len + capacity)
+    if encoder_inputs is None:
+        cache = model.init_cache(static_batch, static_len + capacity)
+    else:
+        cache = model.init_cache(static_batch, static_len + capacity, model.encode(**encoder_inputs))
     logits, cache = model.forward_cached(input_ids, positions, full_mask, cache, 0)
     processors = build_processors(spec, params, vocab_size)
     tokens = tf.fill([batch, capacity], pad)

@@ -166,8 +166,129 @@ class GenerationMixin:
             use_min_new_tokens=min_new > 0 and bool(gc.eos_token_ids),
         )
 
-    def _check_values(self, ids: np.ndarray, mask: np.ndarray, max_new: int) -> None:
-        """Value checks on concrete inputs (run before any compile)."""
+    # -- entry point --------------------------------------------------------------------------
+    def generate(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        generation_config: GenerationConfig | None = None,
+        seed=None,
+        jit_compile: bool | None = None,
+        decoder_input_ids=None,
+        **kwargs,
+    ):
+        """Generate token ids ``[batch, prompt + new]``, with Transformers' arguments.
+
+        Eagerly, the decoding program is compiled with XLA once per shape bucket (``jit_compile``
+        False runs the same loop op by op, for debugging). Inside ``tf.function`` the loop is traced
+        into the caller's graph and the output is padded to ``prompt + max_new_tokens``.
+        Encoder-decoder models take the encoder input as ``input_ids`` and return decoder tokens
+        starting with ``decoder_start_token_id`` (or ``decoder_input_ids``).
+        """
+        if input_ids is None:
+            input_ids = kwargs.pop("inputs", None)
+        if input_ids is None:
+            raise ValueError("generate() needs input_ids (the prompt token ids, shape [batch, length])")
+        gc = self._resolve_config(generation_config, kwargs)
+        self._check_options(gc)
+        if not self.config.is_encoder_decoder:
+            if decoder_input_ids is not None:
+                raise ValueError("decoder_input_ids is only for encoder-decoder models")
+            return self._generate(input_ids, attention_mask, None, gc, seed, jit_compile)
+        encoder_inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        return self._generate(decoder_input_ids, None, encoder_inputs, gc, seed, jit_compile)
+
+    def _decoder_start(self, gc: GenerationConfig, batch) -> Any:
+        start = gc.decoder_start_token_id
+        if start is None:
+            start = gc.bos_token_id
+        if not _is_int(start):
+            raise ValueError(
+                f"decoder_start_token_id must be set to an int for {type(self).__name__}, got {start!r}"
+            )
+        return start
+
+    def _generate(self, prompt, prompt_mask, encoder_inputs, gc: GenerationConfig, seed, jit_compile):
+        """Shared by all models: ``prompt`` is what the decoder continues (None: the start token)."""
+        symbolic = not tf.executing_eagerly() or any(
+            tf.is_symbolic_tensor(t) for t in (prompt, *(encoder_inputs or {}).values()) if t is not None
+        )
+        if symbolic:
+            return self._generate_symbolic(prompt, prompt_mask, encoder_inputs, gc, seed)
+        return self._generate_eager(prompt, prompt_mask, encoder_inputs, gc, seed, jit_compile)
+
+    def _check_shapes(self, ids_shape, mask_shape, name: str = "input_ids") -> None:
+        if len(ids_shape) != 2:
+            raise ValueError(f"{name} must be 2-D [batch, length], got shape {tuple(ids_shape)}")
+        if mask_shape is not None and tuple(mask_shape) != tuple(ids_shape):
+            raise ValueError(
+                f"attention_mask shape {tuple(mask_shape)} differs from {name} shape {tuple(ids_shape)}"
+            )
+        if ids_shape[1] == 0 or ids_shape[0] == 0:
+            raise ValueError(f"{name} is empty (shape {tuple(ids_shape)})")
+
+    # -- inside the caller's tf.function ------------------------------------------------------
+    def _symbolic_ids(self, ids, mask, name: str):
+        ids = tf.convert_to_tensor(ids)
+        if not ids.dtype.is_integer:
+            raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype.name}")
+        mask = tf.ones_like(ids, tf.int32) if mask is None else tf.convert_to_tensor(mask)
+        self._check_shapes(ids.shape, mask.shape, name)
+        if ids.shape[1] is None:
+            raise ValueError(f"inside tf.function, {name} needs a static length (pad to a fixed shape)")
+        return ids, mask
+
+    def _generate_symbolic(self, prompt, prompt_mask, encoder_inputs, gc: GenerationConfig, seed):
+        if encoder_inputs is not None:
+            encoder_inputs = self._symbolic_encoder_inputs(encoder_inputs)
+            batch = tf.shape(next(iter(encoder_inputs.values())))[0]
+            if prompt is None:
+                prompt = tf.fill([batch, 1], self._decoder_start(gc, batch))
+        prompt, prompt_mask = self._symbolic_ids(
+            prompt, prompt_mask, "input_ids" if encoder_inputs is None else "decoder_input_ids"
+        )
+        max_new, min_new = self._lengths(gc, prompt.shape[1])
+        limit = self.max_positions
+        if limit is not None and prompt.shape[1] + max_new > limit:
+            raise ValueError(
+                f"input length {prompt.shape[1]} + max_new_tokens={max_new} exceeds the model's {limit} positions"
+            )
+        if seed is None and gc.do_sample:
+            seed = tf.random.uniform([2], 0, 2**31 - 1, dtype=tf.int64)
+        params = self._params(gc, max_new, min_new, seed)
+        if gc.num_return_sequences > 1:
+            n = gc.num_return_sequences
+            prompt, prompt_mask = tf.repeat(prompt, n, axis=0), tf.repeat(prompt_mask, n, axis=0)
+            if encoder_inputs is not None:
+                encoder_inputs = {k: tf.repeat(v, n, axis=0) for k, v in encoder_inputs.items()}
+        done = tf.zeros([tf.shape(prompt)[0]], tf.bool)
+        spec = self._spec(gc, max_new, min_new)
+        tokens, _ = decode(self, prompt, prompt_mask, done, params, spec, encoder_inputs)
+        return tf.concat([tf.cast(prompt, tf.int32), tokens], axis=1)
+
+    def _symbolic_encoder_inputs(self, encoder_inputs: dict) -> dict:
+        ids, mask = self._symbolic_ids(
+            encoder_inputs["input_ids"], encoder_inputs.get("attention_mask"), "input_ids"
+        )
+        return {"input_ids": ids, "attention_mask": mask}
+
+    # -- eager: checks, buckets, compiled programs --------------------------------------------
+    def _concrete_ids(self, ids, mask, name: str) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.asarray(ids.numpy() if tf.is_tensor(ids) else ids)
+        if ids.dtype == object or not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
+        mask = (
+            np.ones_like(ids, np.int32)
+            if mask is None
+            else np.asarray(mask.numpy() if tf.is_tensor(mask) else mask)
+        )
+        self._check_shapes(ids.shape, mask.shape, name)
+        if not np.isin(mask, (0, 1)).all():
+            raise ValueError("attention_mask must contain only 0 and 1")
+        self._check_vocab(ids, mask, name)
+        return ids, mask.astype(np.int32)
+
+    def _check_vocab(self, ids: np.ndarray, mask: np.ndarray, name: str) -> None:
         vocab = self.config.vocab_size
         live = mask.astype(bool)
         empty = np.flatnonzero(~live.any(axis=1))
@@ -179,96 +300,57 @@ class GenerationMixin:
         if bad.any():
             row, col = map(int, np.argwhere(bad)[0])
             raise ValueError(
-                f"input_ids[{row}, {col}] = {int(ids[row, col])} is outside the vocabulary [0, {vocab}) "
+                f"{name}[{row}, {col}] = {int(ids[row, col])} is outside the vocabulary [0, {vocab}) "
                 "at an attended position (attention_mask is 1 there)"
             )
-        longest = int(live.sum(axis=1).max())
+
+    def _concrete_encoder_inputs(self, encoder_inputs: dict) -> dict[str, np.ndarray]:
+        ids, mask = self._concrete_ids(
+            encoder_inputs["input_ids"], encoder_inputs.get("attention_mask"), "input_ids"
+        )
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def _bucket_encoder_inputs(
+        self, encoder_inputs: dict[str, np.ndarray], batch: int
+    ) -> dict[str, np.ndarray]:
+        """Pad encoder inputs to ``batch`` rows and their length to its bucket (right side, masked)."""
+        ids, mask = encoder_inputs["input_ids"], encoder_inputs["attention_mask"]
+        length = self.buckets.prompt(ids.shape[1])
+        padded_ids = np.zeros([batch, length], np.int32)
+        padded_mask = np.zeros([batch, length], np.int32)
+        padded_ids[: ids.shape[0], : ids.shape[1]] = np.where(mask.astype(bool), ids, 0)
+        padded_mask[: ids.shape[0], : ids.shape[1]] = mask
+        padded_mask[ids.shape[0] :, 0] = 1  # filler rows attend to one token
+        return {"input_ids": padded_ids, "attention_mask": padded_mask}
+
+    def _generate_eager(self, prompt, prompt_mask, encoder_inputs, gc: GenerationConfig, seed, jit_compile):
+        if encoder_inputs is not None:
+            encoder_inputs = self._concrete_encoder_inputs(encoder_inputs)
+            if prompt is None:
+                batch = next(iter(encoder_inputs.values())).shape[0]
+                prompt = np.full([batch, 1], self._decoder_start(gc, batch), np.int32)
+            name = "decoder_input_ids"
+        else:
+            name = "input_ids"
+        ids, mask = self._concrete_ids(prompt, prompt_mask, name)
+        if encoder_inputs is not None and ids.shape[0] != next(iter(encoder_inputs.values())).shape[0]:
+            raise ValueError(
+                f"{name} has {ids.shape[0]} rows but the encoder input has a different batch size"
+            )
+        max_new, min_new = self._lengths(gc, ids.shape[1])
+        longest = int(mask.sum(axis=1).max())
         limit = self.max_positions
         if limit is not None and longest + max_new > limit:
             raise ValueError(
                 f"prompt of {longest} tokens + max_new_tokens={max_new} exceeds the model's "
                 f"{limit} positions (config n_positions / max_position_embeddings)"
             )
-
-    # -- entry point --------------------------------------------------------------------------
-    def generate(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        generation_config: GenerationConfig | None = None,
-        seed=None,
-        jit_compile: bool | None = None,
-        **kwargs,
-    ):
-        """Generate token ids ``[batch, prompt + new]``, with Transformers' arguments.
-
-        Eagerly, the decoding program is compiled with XLA once per shape bucket (``jit_compile``
-        False runs the same loop op by op, for debugging). Inside ``tf.function`` the loop is traced
-        into the caller's graph and the output is padded to ``prompt + max_new_tokens``.
-        """
-        if input_ids is None:
-            input_ids = kwargs.pop("inputs", None)
-        if input_ids is None:
-            raise ValueError("generate() needs input_ids (the prompt token ids, shape [batch, length])")
-        gc = self._resolve_config(generation_config, kwargs)
-        self._check_options(gc)
-        if not tf.executing_eagerly() or tf.is_symbolic_tensor(input_ids):
-            return self._generate_symbolic(input_ids, attention_mask, gc, seed)
-        return self._generate_eager(input_ids, attention_mask, gc, seed, jit_compile)
-
-    def _check_shapes(self, ids_shape, mask_shape) -> None:
-        if len(ids_shape) != 2:
-            raise ValueError(f"input_ids must be 2-D [batch, length], got shape {tuple(ids_shape)}")
-        if mask_shape is not None and tuple(mask_shape) != tuple(ids_shape):
-            raise ValueError(
-                f"attention_mask shape {tuple(mask_shape)} differs from input_ids shape {tuple(ids_shape)}"
-            )
-        if ids_shape[1] == 0 or ids_shape[0] == 0:
-            raise ValueError(f"input_ids is empty (shape {tuple(ids_shape)})")
-
-    def _generate_symbolic(self, input_ids, attention_mask, gc: GenerationConfig, seed):
-        input_ids = tf.convert_to_tensor(input_ids)
-        if not input_ids.dtype.is_integer:
-            raise TypeError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype.name}")
-        if attention_mask is None:
-            attention_mask = tf.ones_like(input_ids, tf.int32)
-        attention_mask = tf.convert_to_tensor(attention_mask)
-        self._check_shapes(input_ids.shape, attention_mask.shape)
-        if input_ids.shape[1] is None:
-            raise ValueError("inside tf.function, input_ids needs a static length (pad to a fixed shape)")
-        max_new, min_new = self._lengths(gc, input_ids.shape[1])
-        limit = self.max_positions
-        if limit is not None and input_ids.shape[1] + max_new > limit:
-            raise ValueError(
-                f"input length {input_ids.shape[1]} + max_new_tokens={max_new} exceeds the model's {limit} positions"
-            )
-        if seed is None and gc.do_sample:
-            seed = tf.random.uniform([2], 0, 2**31 - 1, dtype=tf.int64)
         params = self._params(gc, max_new, min_new, seed)
         if gc.num_return_sequences > 1:
-            input_ids = tf.repeat(input_ids, gc.num_return_sequences, axis=0)
-            attention_mask = tf.repeat(attention_mask, gc.num_return_sequences, axis=0)
-        done = tf.zeros([tf.shape(input_ids)[0]], tf.bool)
-        tokens, _ = decode(self, input_ids, attention_mask, done, params, self._spec(gc, max_new, min_new))
-        return tf.concat([tf.cast(input_ids, tf.int32), tokens], axis=1)
-
-    def _generate_eager(self, input_ids, attention_mask, gc: GenerationConfig, seed, jit_compile):
-        ids = np.asarray(input_ids.numpy() if tf.is_tensor(input_ids) else input_ids)
-        if ids.dtype == object or not (np.issubdtype(ids.dtype, np.integer)):
-            raise TypeError(f"input_ids must hold integer token ids, got dtype {ids.dtype}")
-        if attention_mask is None:
-            mask = np.ones_like(ids, np.int32)
-        else:
-            mask = np.asarray(attention_mask.numpy() if tf.is_tensor(attention_mask) else attention_mask)
-        self._check_shapes(ids.shape, mask.shape)
-        if not np.isin(mask, (0, 1)).all():
-            raise ValueError("attention_mask must contain only 0 and 1")
-        max_new, min_new = self._lengths(gc, ids.shape[1])
-        self._check_values(ids, mask, max_new)
-        params = self._params(gc, max_new, min_new, seed)
-        if gc.num_return_sequences > 1:
-            ids = np.repeat(ids, gc.num_return_sequences, axis=0)
-            mask = np.repeat(mask, gc.num_return_sequences, axis=0)
+            n = gc.num_return_sequences
+            ids, mask = np.repeat(ids, n, axis=0), np.repeat(mask, n, axis=0)
+            if encoder_inputs is not None:
+                encoder_inputs = {k: np.repeat(v, n, axis=0) for k, v in encoder_inputs.items()}
         batch, length = ids.shape
         jit = True if jit_compile is None else bool(jit_compile)
         self._generation_stats.calls += 1
@@ -276,19 +358,22 @@ class GenerationMixin:
             spec = self._spec(gc, max_new, min_new)
             done = tf.zeros([batch], tf.bool)
             tokens, steps = decode(
-                self, tf.constant(ids, tf.int32), tf.constant(mask, tf.int32), done, params, spec
+                self, tf.constant(ids), tf.constant(mask), done, params, spec, encoder_inputs
             )
         else:
             b_batch, b_len = self.buckets.batch_size(batch), self.buckets.prompt(length)
             spec = self._spec(gc, self.buckets.new(max_new), min_new)
-            padded_ids = np.full([b_batch, b_len], 0, np.int32)
+            padded_ids = np.zeros([b_batch, b_len], np.int32)
             padded_mask = np.zeros([b_batch, b_len], np.int32)
             padded_ids[:batch, b_len - length :] = np.where(mask.astype(bool), ids, 0)
             padded_mask[:batch, b_len - length :] = mask
             padded_mask[batch:, -1] = 1  # filler rows: one real token so attention stays finite
             done = np.arange(b_batch) >= batch  # filler rows start finished
-            program = self._program((b_batch, b_len, spec))
-            tokens, steps = program(padded_ids, padded_mask, done, params)
+            if encoder_inputs is not None:
+                encoder_inputs = self._bucket_encoder_inputs(encoder_inputs, b_batch)
+            shapes = tuple(sorted((k, v.shape) for k, v in (encoder_inputs or {}).items()))
+            program = self._program((b_batch, b_len, shapes, spec))
+            tokens, steps = program(padded_ids, padded_mask, done, params, encoder_inputs)
             tokens = tokens[:batch]
         steps = int(steps)
         out = np.concatenate([ids.astype(np.int32), np.asarray(tokens)[:, :steps]], axis=1)
@@ -301,10 +386,10 @@ class GenerationMixin:
             spec = key[-1]
             stats = self._generation_stats
 
-            def run(input_ids, attention_mask, done, params):
+            def run(input_ids, attention_mask, done, params, encoder_inputs):
                 stats.compilations += 1  # Python runs only while tracing
                 stats.programs.append(key)
-                return decode(self, input_ids, attention_mask, done, params, spec)
+                return decode(self, input_ids, attention_mask, done, params, spec, encoder_inputs)
 
             program = tf.function(run, jit_compile=True, reduce_retracing=False)
             self._programs[key] = program
