@@ -10,6 +10,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from tokenizers import ByteLevelBPETokenizer  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 torch.set_num_threads(1)
@@ -31,6 +32,26 @@ def write_gpt2(path, seed: int = 0, **overrides):
                 p.add_(torch.randn_like(p) * 0.1)
     model.save_pretrained(path)
     return model
+
+
+TEXT = [
+    "TensorFlow is an open source platform for machine learning.",
+    "XLA compiles TensorFlow graphs into fast kernels for the CPU and the GPU.",
+    "Generation with a static cache runs one while loop.",
+] * 20
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer_checkpoint(tmp_path_factory):
+    """A GPT-2 checkpoint whose tokenizer has no </s> (like GPT-2's own), written by Transformers."""
+    path = tmp_path_factory.mktemp("gpt2_with_tokenizer")
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(TEXT, vocab_size=300, min_frequency=1, special_tokens=["<|endoftext|>"])
+    hf_tok = transformers.GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>")
+    hf_tok.save_pretrained(path)
+    eot = hf_tok.convert_tokens_to_ids("<|endoftext|>")
+    pt_model = write_gpt2(path, vocab_size=len(hf_tok), bos_token_id=eot, eos_token_id=eot)
+    return path, pt_model
 
 
 @pytest.fixture(scope="session")
