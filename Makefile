@@ -1,0 +1,23 @@
+# Two entry points for a newcomer (see README): `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test setup lint
+
+$(BIN)/xlagen: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+setup: $(BIN)/xlagen
+
+# Set everything up, then run the main job on the default (bundled) model.
+demo: setup
+	$(BIN)/xlagen generate "And God said" "In the beginning" --max-new-tokens 40 --timing
+
+# Lint, then the whole test suite (what CI runs).
+test: setup
+	$(BIN)/ruff check xlagen tests scripts benchmarks
+	$(BIN)/python -m pytest -q
