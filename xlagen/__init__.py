@@ -12,6 +12,12 @@ from xlagen.generation import Buckets, GenerationConfig  # noqa: E402
 from xlagen.models.auto import AutoConfig, TFAutoModelForCausalLM, TFAutoModelForSeq2SeqLM  # noqa: E402
 from xlagen.models.gpt2.configuration import GPT2Config  # noqa: E402
 from xlagen.models.gpt2.modeling import TFGPT2LMHeadModel  # noqa: E402
+from xlagen.models.opt.configuration import OPTConfig  # noqa: E402
+from xlagen.models.opt.modeling import TFOPTForCausalLM  # noqa: E402
+from xlagen.models.t5.configuration import T5Config  # noqa: E402
+from xlagen.models.t5.modeling import TFT5ForConditionalGeneration  # noqa: E402
+from xlagen.models.whisper.configuration import WhisperConfig  # noqa: E402
+from xlagen.models.whisper.modeling import TFWhisperForConditionalGeneration  # noqa: E402
 
 
 def __getattr__(name: str):
@@ -20,19 +26,35 @@ def __getattr__(name: str):
         from xlagen import tokenization
 
         return getattr(tokenization, name)
+    # Audio input (soundfile/soxr) is imported on first use too.
+    if name in ("AutoFeatureExtractor", "AutoProcessor", "WhisperFeatureExtractor", "WhisperProcessor", "load_audio"):
+        from xlagen import audio
+
+        return getattr(audio, name)
     raise AttributeError(f"module 'xlagen' has no attribute {name!r}")
 
 
 __version__ = "0.1.0"
 __all__ = [
     "AutoConfig",
+    "AutoFeatureExtractor",
+    "AutoProcessor",
     "AutoTokenizer",
     "Buckets",
     "GPT2Config",
     "GenerationConfig",
+    "OPTConfig",
     "PreTrainedTokenizerFast",
     "PretrainedConfig",
+    "T5Config",
     "TFAutoModelForCausalLM",
     "TFAutoModelForSeq2SeqLM",
     "TFGPT2LMHeadModel",
+    "TFOPTForCausalLM",
+    "TFT5ForConditionalGeneration",
+    "TFWhisperForConditionalGeneration",
+    "WhisperConfig",
+    "WhisperFeatureExtractor",
+    "WhisperProcessor",
+    "load_audio",
 ]

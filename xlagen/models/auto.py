@@ -6,16 +6,28 @@ import os
 from typing import Any
 
 from xlagen.configuration_utils import load_config_dict
+from xlagen.loading.ctranslate2 import is_ctranslate2_dir
 from xlagen.loading.hub import resolve_pretrained_dir
 from xlagen.models.gpt2.configuration import GPT2Config
 from xlagen.models.gpt2.modeling import TFGPT2LMHeadModel
+from xlagen.models.opt.configuration import OPTConfig
+from xlagen.models.opt.modeling import TFOPTForCausalLM
+from xlagen.models.t5.configuration import T5Config
+from xlagen.models.t5.modeling import TFT5ForConditionalGeneration
+from xlagen.models.whisper.configuration import WhisperConfig
+from xlagen.models.whisper.modeling import TFWhisperForConditionalGeneration
 
-CONFIG_MAPPING = {"gpt2": GPT2Config}
-CAUSAL_LM_MAPPING = {"gpt2": TFGPT2LMHeadModel}
-SEQ2SEQ_LM_MAPPING: dict[str, type] = {}
+CONFIG_MAPPING = {"gpt2": GPT2Config, "opt": OPTConfig, "t5": T5Config, "whisper": WhisperConfig}
+CAUSAL_LM_MAPPING = {"gpt2": TFGPT2LMHeadModel, "opt": TFOPTForCausalLM}
+SEQ2SEQ_LM_MAPPING: dict[str, type] = {
+    "t5": TFT5ForConditionalGeneration,
+    "whisper": TFWhisperForConditionalGeneration,
+}
 
 
 def _model_type(directory) -> str:
+    if is_ctranslate2_dir(directory):
+        return "whisper"  # CTranslate2 model.bin directories: Whisper is the one read so far
     config = load_config_dict(directory)
     model_type = config.get("model_type")
     if not model_type:
@@ -72,4 +84,6 @@ class AutoConfig:
             raise ValueError(
                 f"model_type {model_type!r} is not supported; supported: {sorted(CONFIG_MAPPING)}"
             )
+        if is_ctranslate2_dir(directory):  # the config is derived from model.bin, not read
+            return CONFIG_MAPPING[model_type].from_pretrained(directory, **kwargs)
         return CONFIG_MAPPING[model_type].from_dict(load_config_dict(directory), **kwargs)

@@ -1,0 +1,1 @@
+"""OPT (Meta's Open Pre-trained Transformers), decoder-only."""
