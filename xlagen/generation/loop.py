@@ -2,8 +2,9 @@
 
 It works on any model offering the cached-decoding protocol:
 
-* ``init_cache(batch, max_length)`` -> a nest of tensors with batch on axis 0,
-* ``forward_cached(ids, positions, attention_mask, cache, cache_index)`` -> (last logits, cache).
+* ``init_cache(batch, max_length[, encoder_outputs])`` -> a nest of tensors, batch on axis 0,
+* ``forward_cached(ids, positions, attention_mask, cache, cache_index)`` -> (last logits, cache),
+* ``encode(**encoder_inputs)`` (encoder-decoder models only), run once.
 
 Every shape in here is static, so the same code runs eagerly, as a graph, or compiled by XLA.
 """
@@ -15,13 +16,7 @@ from typing import NamedTuple
 import tensorflow as tf
 from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
 
-from xlagen.generation.logits_process import (
-    LogitsProcessorList,
-    MinNewTokensLogitsProcessor,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
+from xlagen.generation import logits_process as lp
 from xlagen.generation.sampling import greedy, sample
 
 
@@ -29,26 +24,77 @@ class LoopSpec(NamedTuple):
     """What changes the traced program (shapes and code paths). Values live in ``params``."""
 
     capacity: int  # new-token slots in the cache and output buffer
-    do_sample: bool
-    top_k: int  # 0: off
-    use_top_p: bool
-    use_min_new_tokens: bool
+    do_sample: bool = False
+    top_k: int = 0  # 0: off
+    use_top_p: bool = False
+    use_min_new_tokens: bool = False
+    use_repetition_penalty: bool = False
+    no_repeat_ngram_size: int = 0
+    bad_words_ids: tuple[tuple[int, ...], ...] = ()
+    suppress_tokens: tuple[int, ...] = ()
+    begin_suppress_tokens: tuple[int, ...] = ()
+    forced_bos_token_id: int | None = None
+    forced_eos_token_ids: tuple[int, ...] = ()
+    output_scores: bool = False
+    top_k_keep: int = 1  # min_tokens_to_keep of the warpers
 
 
-def build_processors(spec: LoopSpec, params: dict[str, tf.Tensor], vocab_size: int) -> LogitsProcessorList:
-    """Processors then (when sampling) warpers, in Transformers' order."""
-    procs = LogitsProcessorList()
+class LoopOutput(NamedTuple):
+    tokens: tf.Tensor  # [batch, capacity] generated ids, pad after a row finished
+    steps: tf.Tensor  # scalar: decode steps run
+    scores: tf.Tensor | None  # [batch, capacity, vocab] processed scores (output_scores)
+    token_logprobs: tf.Tensor | None  # [batch, capacity] log-probability of each chosen token
+
+
+def build_processors(spec: LoopSpec, params: dict, vocab_size: int) -> lp.LogitsProcessorList:
+    """Processors, then (when sampling) warpers, in Transformers' order."""
+    procs = lp.LogitsProcessorList()
+    if spec.use_repetition_penalty:
+        procs.append(lp.RepetitionPenaltyLogitsProcessor(params["repetition_penalty"]))
+    if spec.no_repeat_ngram_size > 0:
+        procs.append(lp.NoRepeatNGramLogitsProcessor(spec.no_repeat_ngram_size))
+    if spec.bad_words_ids:
+        procs.append(lp.NoBadWordsLogitsProcessor(spec.bad_words_ids))
     if spec.use_min_new_tokens:
         procs.append(
-            MinNewTokensLogitsProcessor(params["min_new_tokens"], params["eos_token_ids"], vocab_size)
+            lp.MinNewTokensLogitsProcessor(params["min_new_tokens"], params["eos_token_ids"], vocab_size)
+        )
+    if spec.forced_bos_token_id is not None:
+        procs.append(lp.ForcedBOSTokenLogitsProcessor(spec.forced_bos_token_id))
+    if spec.forced_eos_token_ids:
+        procs.append(lp.ForcedEOSTokenLogitsProcessor(spec.forced_eos_token_ids, params["max_length"]))
+    if spec.suppress_tokens:
+        procs.append(lp.SuppressTokensLogitsProcessor(spec.suppress_tokens, vocab_size))
+    if spec.begin_suppress_tokens:
+        procs.append(
+            lp.SuppressTokensAtBeginLogitsProcessor(
+                spec.begin_suppress_tokens, params["begin_index"], vocab_size
+            )
         )
     if spec.do_sample:
-        procs.append(TemperatureLogitsWarper(params["temperature"]))
+        procs.append(lp.TemperatureLogitsWarper(params["temperature"]))
         if spec.top_k > 0:
-            procs.append(TopKLogitsWarper(spec.top_k))
+            procs.append(lp.TopKLogitsWarper(spec.top_k, spec.top_k_keep))
         if spec.use_top_p:
-            procs.append(TopPLogitsWarper(params["top_p"]))
+            procs.append(lp.TopPLogitsWarper(params["top_p"], spec.top_k_keep))
     return procs
+
+
+def prefill(model, input_ids, attention_mask, capacity: int, encoder_inputs: dict | None = None):
+    """Allocate the cache for prompt + ``capacity`` slots and run the prompt through it.
+
+    Returns (last logits [B, 1, V], cache, attention mask over all slots [B, L], next position [B]).
+    """
+    batch = input_ids.shape[0] if input_ids.shape[0] is not None else tf.shape(input_ids)[0]
+    prompt_len = input_ids.shape[1] if input_ids.shape[1] is not None else tf.shape(input_ids)[1]
+    full_mask = tf.concat([attention_mask, tf.ones([tf.shape(input_ids)[0], capacity], tf.int32)], axis=1)
+    positions = tf.maximum(tf.cumsum(attention_mask, axis=1) - 1, 0)
+    if encoder_inputs is None:
+        cache = model.init_cache(batch, prompt_len + capacity)
+    else:
+        cache = model.init_cache(batch, prompt_len + capacity, model.encode(**encoder_inputs))
+    logits, cache = model.forward_cached(input_ids, positions, full_mask, cache, 0)
+    return logits, cache, full_mask, tf.reduce_sum(attention_mask, axis=1)
 
 
 def decode(
@@ -59,50 +105,53 @@ def decode(
     params: dict,
     spec: LoopSpec,
     encoder_inputs: dict | None = None,
-):
-    """Generate up to ``params['max_new_tokens']`` tokens after left-padded prompts.
+) -> LoopOutput:
+    """Greedy search or sampling: up to ``params['max_new_tokens']`` tokens after left-padded prompts.
 
     Encoder-decoder models run ``model.encode(**encoder_inputs)`` once; its outputs seed the cache
     (``model.init_cache(batch, length, encoder_outputs)``: cross-attention keys/values live there).
-
-    Returns (tokens [batch, capacity] padded with the pad id, number of steps run).
     """
     input_ids = tf.cast(input_ids, tf.int32)
     attention_mask = tf.cast(attention_mask, tf.int32)
     batch, prompt_len = tf.shape(input_ids)[0], tf.shape(input_ids)[1]
-    static_batch = input_ids.shape[0] if input_ids.shape[0] is not None else batch
-    static_len = input_ids.shape[1] if input_ids.shape[1] is not None else prompt_len
     capacity = spec.capacity
     pad = tf.cast(params["pad_token_id"], tf.int32)
     eos = tf.reshape(tf.cast(params["eos_token_ids"], tf.int32), [-1])
     vocab_size = model.config.vocab_size
-
-    full_mask = tf.concat([attention_mask, tf.ones([batch, capacity], tf.int32)], axis=1)
-    positions = tf.maximum(tf.cumsum(attention_mask, axis=1) - 1, 0)
-    next_position = tf.reduce_sum(attention_mask, axis=1)  # position of the first new token
-    if encoder_inputs is None:
-        cache = model.init_cache(static_batch, static_len + capacity)
-    else:
-        cache = model.init_cache(static_batch, static_len + capacity, model.encode(**encoder_inputs))
-    logits, cache = model.forward_cached(input_ids, positions, full_mask, cache, 0)
+    logits, cache, full_mask, next_position = prefill(
+        model, input_ids, attention_mask, capacity, encoder_inputs
+    )
     processors = build_processors(spec, params, vocab_size)
-    tokens = tf.fill([batch, capacity], pad)
 
-    def cond(step, tokens, done, logits, cache):
+    tokens = tf.concat([input_ids, tf.fill([batch, capacity], pad)], axis=1)
+    valid = tf.concat([attention_mask > 0, tf.zeros([batch, capacity], tf.bool)], axis=1)
+    scores_out = tf.zeros([batch, capacity if spec.output_scores else 0, vocab_size])
+    logprobs = tf.zeros([batch, capacity])
+    zero = tf.constant(0)
+
+    def cond(step, tokens, valid, done, logits, cache, scores_out, logprobs):
         return tf.logical_and(step < params["max_new_tokens"], tf.logical_not(tf.reduce_all(done)))
 
-    def body(step, tokens, done, logits, cache):
-        scores = processors(tf.cast(logits[:, -1, :], tf.float32), tokens, step)
+    def body(step, tokens, valid, done, logits, cache, scores_out, logprobs):
+        state = lp.DecodeState(tokens, valid, params["prompt_length"] + step, step)
+        scores = processors(tf.cast(logits[:, -1, :], tf.float32), state)
         chosen = sample(scores, params["seed"], step) if spec.do_sample else greedy(scores)
         chosen = tf.where(done, pad, chosen)
-        tokens = dynamic_update_slice(tokens, chosen[:, None], [tf.constant(0), step])
+        slot = prompt_len + step
+        tokens = dynamic_update_slice(tokens, chosen[:, None], [zero, slot])
+        valid = dynamic_update_slice(valid, tf.ones([batch, 1], tf.bool), [zero, slot])
+        if spec.output_scores:
+            scores_out = dynamic_update_slice(scores_out, scores[:, None, :], [zero, step, zero])
+        chosen_logprob = tf.gather(tf.nn.log_softmax(scores), chosen, batch_dims=1)
+        logprobs = dynamic_update_slice(logprobs, tf.where(done, 0.0, chosen_logprob)[:, None], [zero, step])
         done = tf.logical_or(done, tf.reduce_any(tf.equal(chosen[:, None], eos[None, :]), axis=1))
         logits, cache = model.forward_cached(
-            chosen[:, None], (next_position + step)[:, None], full_mask, cache, prompt_len + step
+            chosen[:, None], (next_position + step)[:, None], full_mask, cache, slot
         )
-        return step + 1, tokens, done, logits, cache
+        return step + 1, tokens, valid, done, logits, cache, scores_out, logprobs
 
-    step, tokens, done, _, _ = tf.while_loop(
-        cond, body, (tf.constant(0), tokens, done, logits, cache), maximum_iterations=capacity
+    loop_vars = (zero, tokens, valid, done, logits, cache, scores_out, logprobs)
+    step, tokens, _, _, _, _, scores_out, logprobs = tf.while_loop(
+        cond, body, loop_vars, maximum_iterations=capacity
     )
-    return tokens, step
+    return LoopOutput(tokens[:, prompt_len:], step, scores_out if spec.output_scores else None, logprobs)

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from xlagen.generation.buckets import Buckets
 from xlagen.generation.config import GenerationConfig
-from xlagen.generation.loop import LoopSpec, decode
+from xlagen.generation.loop import LoopOutput, LoopSpec, decode
 
 
 @dataclass
@@ -56,6 +56,18 @@ def _as_seed(seed: Any) -> np.ndarray:
     return values.astype(np.uint32)
 
 
+class GenerateOutput(dict):
+    """``generate(..., return_dict_in_generate=True)``: ``sequences``, ``token_logprobs`` [batch, new]
+    (log-probability of each chosen token under the processed scores) and, with ``output_scores``,
+    ``scores`` (one [batch, vocab] tensor of processed scores per step, as in Transformers)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
 class GenerationMixin:
     """Adds ``generate`` to a model that implements the cached-decoding protocol."""
 
@@ -79,28 +91,16 @@ class GenerationMixin:
         return config.update(**kwargs)
 
     def _check_options(self, gc: GenerationConfig) -> None:
-        """Reject options this build does not implement, before anything is traced."""
+        """Check every option's type and range, before anything is traced."""
         if gc.num_beams != 1:
             raise ValueError(
                 f"num_beams={gc.num_beams!r}: beam search is not supported yet (use num_beams=1)"
             )
-        unsupported = {
-            "repetition_penalty": (gc.repetition_penalty, 1.0),
-            "no_repeat_ngram_size": (gc.no_repeat_ngram_size, 0),
-            "bad_words_ids": (gc.bad_words_ids, None),
-            "forced_bos_token_id": (gc.forced_bos_token_id, None),
-            "forced_eos_token_id": (gc.forced_eos_token_id, None),
-            "suppress_tokens": (gc.suppress_tokens, None),
-            "begin_suppress_tokens": (gc.begin_suppress_tokens, None),
-            "output_scores": (gc.output_scores, False),
-            "output_logits": (gc.output_logits, False),
-            "return_dict_in_generate": (gc.return_dict_in_generate, False),
-        }
-        for name, (value, default) in unsupported.items():
-            if value != default:
-                raise ValueError(f"{name}={value!r} is not supported yet by xlagen's generate")
-        if not isinstance(gc.do_sample, bool):
-            raise ValueError(f"do_sample must be True or False, got {gc.do_sample!r}")
+        for name in ("do_sample", "output_scores", "return_dict_in_generate"):
+            if not isinstance(getattr(gc, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(gc, name)!r}")
+        if gc.output_logits:
+            raise ValueError("output_logits=True is not supported; use output_scores=True")
         if gc.do_sample:
             t = gc.temperature
             if not isinstance(t, numbers.Real) or isinstance(t, bool) or not t > 0 or not np.isfinite(t):
@@ -109,6 +109,36 @@ class GenerationMixin:
             p = gc.top_p if gc.top_p is not None else 1.0
             if not isinstance(p, numbers.Real) or isinstance(p, bool) or not 0.0 < p <= 1.0:
                 raise ValueError(f"top_p must be in (0, 1], got {gc.top_p!r}")
+        r = gc.repetition_penalty
+        if not isinstance(r, numbers.Real) or isinstance(r, bool) or not r > 0 or not np.isfinite(r):
+            raise ValueError(f"repetition_penalty must be a float > 0, got {r!r}")
+        _check_int("no_repeat_ngram_size", gc.no_repeat_ngram_size or 0, 0)
+        if gc.bad_words_ids is not None:
+            words = gc.bad_words_ids
+            if (
+                not isinstance(words, list | tuple)
+                or not words
+                or not all(
+                    isinstance(w, list | tuple) and w and all(_is_int(t) and t >= 0 for t in w) for w in words
+                )
+            ):
+                raise ValueError(
+                    f"bad_words_ids must be a non-empty list of non-empty lists of token ids, got {words!r}"
+                )
+        for name in ("suppress_tokens", "begin_suppress_tokens"):
+            ids = getattr(gc, name)
+            if ids is not None and (
+                not isinstance(ids, list | tuple) or not all(_is_int(t) and t >= 0 for t in ids)
+            ):
+                raise ValueError(f"{name} must be a list of token ids, got {ids!r}")
+        if gc.forced_bos_token_id is not None and not _is_int(gc.forced_bos_token_id):
+            raise ValueError(f"forced_bos_token_id must be an int, got {gc.forced_bos_token_id!r}")
+        forced_eos = gc.forced_eos_token_id
+        if forced_eos is not None and not (
+            _is_int(forced_eos)
+            or (isinstance(forced_eos, list | tuple) and forced_eos and all(map(_is_int, forced_eos)))
+        ):
+            raise ValueError(f"forced_eos_token_id must be an int or a list of ints, got {forced_eos!r}")
         _check_int("num_return_sequences", gc.num_return_sequences, 1)
         if gc.num_return_sequences > 1 and not gc.do_sample:
             raise ValueError(
@@ -122,8 +152,19 @@ class GenerationMixin:
                 )
         if gc.pad_token_id is not None and not _is_int(gc.pad_token_id):
             raise ValueError(f"pad_token_id must be an int, got {gc.pad_token_id!r}")
+        vocab = self.config.vocab_size
+        for name, ids in (
+            ("suppress_tokens", gc.suppress_tokens or []),
+            ("begin_suppress_tokens", gc.begin_suppress_tokens or []),
+            ("forced_bos_token_id", [] if gc.forced_bos_token_id is None else [gc.forced_bos_token_id]),
+            ("bad_words_ids", [t for w in gc.bad_words_ids or [] for t in w]),
+        ):
+            outside = [t for t in ids if t >= vocab]
+            if outside:
+                raise ValueError(f"{name} holds ids outside the vocabulary [0, {vocab}): {outside[:5]}")
 
     def _lengths(self, gc: GenerationConfig, prompt_len: int) -> tuple[int, int]:
+        """(max_new_tokens, min_new_tokens) from either the *_new_tokens or the total-length options."""
         if gc.max_new_tokens is not None:
             max_new = _check_int("max_new_tokens", gc.max_new_tokens, 1)
         else:
@@ -134,10 +175,9 @@ class GenerationMixin:
                     f"max_length={max_length} leaves no room to generate after a prompt of {prompt_len} tokens; "
                     "raise max_length or set max_new_tokens"
                 )
+        min_new = max(0, _check_int("min_length", gc.min_length or 0, 0) - prompt_len)
         if gc.min_new_tokens is not None:
-            min_new = _check_int("min_new_tokens", gc.min_new_tokens, 0)
-        else:
-            min_new = max(0, _check_int("min_length", gc.min_length, 0) - prompt_len)
+            min_new = max(min_new, _check_int("min_new_tokens", gc.min_new_tokens, 0))
         return max_new, min_new
 
     def _pad_id(self, gc: GenerationConfig) -> int:
@@ -145,12 +185,22 @@ class GenerationMixin:
             return int(gc.pad_token_id)
         return gc.eos_token_ids[0] if gc.eos_token_ids else 0
 
-    def _params(self, gc: GenerationConfig, max_new: int, min_new: int, seed) -> dict[str, Any]:
+    def _params(
+        self, gc: GenerationConfig, prompt_len: int, max_new: int, min_new: int, seed
+    ) -> dict[str, Any]:
+        """Per-call values, fed to the compiled program as tensors (changing them never recompiles)."""
+        begin_index = prompt_len
+        if prompt_len == 1 and gc.forced_bos_token_id is not None:
+            begin_index += 1  # Transformers: begin suppression after a forced BOS
         return {
             "max_new_tokens": np.int32(max_new),
             "min_new_tokens": np.int32(min_new),
+            "prompt_length": np.int32(prompt_len),
+            "max_length": np.int32(prompt_len + max_new),
+            "begin_index": np.int32(begin_index),
             "temperature": np.float32(gc.temperature if gc.do_sample else 1.0),
             "top_p": np.float32(gc.top_p if gc.top_p is not None else 1.0),
+            "repetition_penalty": np.float32(gc.repetition_penalty),
             "seed": _as_seed(seed) if gc.do_sample else np.zeros([2], np.uint32),
             "eos_token_ids": np.asarray(gc.eos_token_ids, np.int32).reshape([-1]),
             "pad_token_id": np.int32(self._pad_id(gc)),
@@ -158,13 +208,43 @@ class GenerationMixin:
 
     @staticmethod
     def _spec(gc: GenerationConfig, capacity: int, min_new: int) -> LoopSpec:
+        """The static part of the options: what the traced program's code and shapes depend on."""
+        forced_eos = gc.forced_eos_token_id
+        if forced_eos is not None:
+            forced_eos = (forced_eos,) if _is_int(forced_eos) else tuple(forced_eos)
         return LoopSpec(
             capacity=capacity,
             do_sample=gc.do_sample,
             top_k=int(gc.top_k or 0) if gc.do_sample else 0,
             use_top_p=bool(gc.do_sample and gc.top_p is not None and gc.top_p < 1.0),
             use_min_new_tokens=min_new > 0 and bool(gc.eos_token_ids),
+            use_repetition_penalty=gc.repetition_penalty != 1.0,
+            no_repeat_ngram_size=int(gc.no_repeat_ngram_size or 0),
+            bad_words_ids=tuple(tuple(w) for w in gc.bad_words_ids or ()),
+            suppress_tokens=tuple(gc.suppress_tokens or ()),
+            begin_suppress_tokens=tuple(gc.begin_suppress_tokens or ()),
+            forced_bos_token_id=gc.forced_bos_token_id,
+            forced_eos_token_ids=forced_eos or (),
+            output_scores=bool(gc.return_dict_in_generate and gc.output_scores),
         )
+
+    def _finish(self, gc: GenerationConfig, prompt: np.ndarray | tf.Tensor, out: LoopOutput, steps=None):
+        """Assemble generate()'s result: token ids, or a GenerateOutput when return_dict_in_generate."""
+        if steps is None:  # symbolic: keep the static shape
+            new, scores, logprobs = out.tokens, out.scores, out.token_logprobs
+        else:  # eager: drop bucket filler rows and unused steps
+            rows = prompt.shape[0]
+            new = np.asarray(out.tokens)[:rows, :steps]
+            scores = None if out.scores is None else np.asarray(out.scores)[:rows, :steps]
+            logprobs = np.asarray(out.token_logprobs)[:rows, :steps]
+        sequences = tf.concat([tf.cast(prompt, tf.int32), tf.cast(new, tf.int32)], axis=1)
+        if not gc.return_dict_in_generate:
+            return sequences
+        result = GenerateOutput(sequences=sequences, token_logprobs=tf.convert_to_tensor(logprobs))
+        if scores is not None:
+            scores = tf.convert_to_tensor(scores)
+            result["scores"] = tuple(scores[:, i] for i in range(scores.shape[1]))
+        return result
 
     # -- entry point --------------------------------------------------------------------------
     def generate(
@@ -255,7 +335,7 @@ class GenerationMixin:
             )
         if seed is None and gc.do_sample:
             seed = tf.random.uniform([2], 0, 2**31 - 1, dtype=tf.int64)
-        params = self._params(gc, max_new, min_new, seed)
+        params = self._params(gc, prompt.shape[1], max_new, min_new, seed)
         if gc.num_return_sequences > 1:
             n = gc.num_return_sequences
             prompt, prompt_mask = tf.repeat(prompt, n, axis=0), tf.repeat(prompt_mask, n, axis=0)
@@ -263,8 +343,8 @@ class GenerationMixin:
                 encoder_inputs = {k: tf.repeat(v, n, axis=0) for k, v in encoder_inputs.items()}
         done = tf.zeros([tf.shape(prompt)[0]], tf.bool)
         spec = self._spec(gc, max_new, min_new)
-        tokens, _ = decode(self, prompt, prompt_mask, done, params, spec, encoder_inputs)
-        return tf.concat([tf.cast(prompt, tf.int32), tokens], axis=1)
+        out = decode(self, prompt, prompt_mask, done, params, spec, encoder_inputs)
+        return self._finish(gc, prompt, out)
 
     def _symbolic_encoder_inputs(self, encoder_inputs: dict) -> dict:
         ids, mask = self._symbolic_ids(
@@ -345,7 +425,7 @@ class GenerationMixin:
                 f"prompt of {longest} tokens + max_new_tokens={max_new} exceeds the model's "
                 f"{limit} positions (config n_positions / max_position_embeddings)"
             )
-        params = self._params(gc, max_new, min_new, seed)
+        params = self._params(gc, ids.shape[1], max_new, min_new, seed)
         if gc.num_return_sequences > 1:
             n = gc.num_return_sequences
             ids, mask = np.repeat(ids, n, axis=0), np.repeat(mask, n, axis=0)
@@ -357,9 +437,7 @@ class GenerationMixin:
         if not jit:
             spec = self._spec(gc, max_new, min_new)
             done = tf.zeros([batch], tf.bool)
-            tokens, steps = decode(
-                self, tf.constant(ids), tf.constant(mask), done, params, spec, encoder_inputs
-            )
+            out = decode(self, tf.constant(ids), tf.constant(mask), done, params, spec, encoder_inputs)
         else:
             b_batch, b_len = self.buckets.batch_size(batch), self.buckets.prompt(length)
             spec = self._spec(gc, self.buckets.new(max_new), min_new)
@@ -373,11 +451,8 @@ class GenerationMixin:
                 encoder_inputs = self._bucket_encoder_inputs(encoder_inputs, b_batch)
             shapes = tuple(sorted((k, v.shape) for k, v in (encoder_inputs or {}).items()))
             program = self._program((b_batch, b_len, shapes, spec))
-            tokens, steps = program(padded_ids, padded_mask, done, params, encoder_inputs)
-            tokens = tokens[:batch]
-        steps = int(steps)
-        out = np.concatenate([ids.astype(np.int32), np.asarray(tokens)[:, :steps]], axis=1)
-        return tf.constant(out, tf.int32)
+            out = program(padded_ids, padded_mask, done, params, encoder_inputs)
+        return self._finish(gc, ids, out, steps=int(out.steps))
 
     def _program(self, key: tuple):
         """The compiled decoding program for one bucket; traced (and XLA-compiled) on first use."""
