@@ -176,6 +176,13 @@ class TFPreTrainedModel(keras.Model, GenerationMixin):
         for target, array in assign.items():
             wanted[target].assign(array.astype(np.float32))
 
+    @classmethod
+    def _config_for_checkpoint(
+        cls, config: PretrainedConfig, tensors: dict[str, np.ndarray]
+    ) -> PretrainedConfig:
+        """Hook: adapt the config to what the checkpoint holds before the model is built (default: as is)."""
+        return config
+
     def state_dict(self) -> dict[str, np.ndarray]:
         return {name: np.asarray(var.numpy()) for name, var in self.checkpoint_variables().items()}
 
@@ -194,8 +201,9 @@ class TFPreTrainedModel(keras.Model, GenerationMixin):
             config = cls.config_class.from_dict(load_config_dict(directory), **kwargs)
         elif kwargs:
             raise TypeError(f"unexpected keyword arguments: {sorted(kwargs)}")
-        model = cls(config)
         tensors, sources = load_state_dict(directory)
+        config = cls._config_for_checkpoint(config, tensors)
+        model = cls(config)
         model.load_state_dict(tensors, sources)
         model.generation_config = GenerationConfig.from_pretrained_dir(directory, config)
         model.name_or_path = str(pretrained_model_name_or_path)
