@@ -96,7 +96,7 @@ def test_custom_buckets(gpt2_dir, rng):
     ids, mask = left_padded_batch(rng, [3, 5, 2], vocab=128)
     model.generate(ids, attention_mask=mask, max_new_tokens=5)
     (key,) = model.generation_stats()["programs"]
-    assert key[:2] == (3, 8) and key[-1].capacity == 8
+    assert key[:2] == (3, 8) and key[-2].capacity == 8
 
 
 def test_eos_stops_rows_and_pads(gpt2_model, gpt2_torch, prompts):

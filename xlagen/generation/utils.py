@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from xlagen.generation.beam_search import BeamOutput, BeamSpec, beam_decode
 from xlagen.generation.buckets import Buckets
 from xlagen.generation.config import GenerationConfig
 from xlagen.generation.loop import LoopOutput, LoopSpec, decode
@@ -92,10 +93,12 @@ class GenerationMixin:
 
     def _check_options(self, gc: GenerationConfig) -> None:
         """Check every option's type and range, before anything is traced."""
-        if gc.num_beams != 1:
-            raise ValueError(
-                f"num_beams={gc.num_beams!r}: beam search is not supported yet (use num_beams=1)"
-            )
+        _check_int("num_beams", gc.num_beams, 1)
+        if gc.early_stopping not in (True, False, "never"):
+            raise ValueError(f"early_stopping must be True, False or 'never', got {gc.early_stopping!r}")
+        lpen = gc.length_penalty
+        if not isinstance(lpen, numbers.Real) or isinstance(lpen, bool) or not np.isfinite(lpen):
+            raise ValueError(f"length_penalty must be a finite float, got {lpen!r}")
         for name in ("do_sample", "output_scores", "return_dict_in_generate"):
             if not isinstance(getattr(gc, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(gc, name)!r}")
@@ -140,9 +143,13 @@ class GenerationMixin:
         ):
             raise ValueError(f"forced_eos_token_id must be an int or a list of ints, got {forced_eos!r}")
         _check_int("num_return_sequences", gc.num_return_sequences, 1)
-        if gc.num_return_sequences > 1 and not gc.do_sample:
+        if gc.num_beams > 1 and gc.num_return_sequences > gc.num_beams:
             raise ValueError(
-                f"num_return_sequences={gc.num_return_sequences} needs do_sample=True with num_beams=1 "
+                f"num_return_sequences={gc.num_return_sequences} must be <= num_beams={gc.num_beams}"
+            )
+        if gc.num_return_sequences > 1 and gc.num_beams == 1 and not gc.do_sample:
+            raise ValueError(
+                f"num_return_sequences={gc.num_return_sequences} needs do_sample=True or num_beams > 1 "
                 "(greedy search would return the same sequence every time)"
             )
         for eos in gc.eos_token_ids:
@@ -204,7 +211,22 @@ class GenerationMixin:
             "seed": _as_seed(seed) if gc.do_sample else np.zeros([2], np.uint32),
             "eos_token_ids": np.asarray(gc.eos_token_ids, np.int32).reshape([-1]),
             "pad_token_id": np.int32(self._pad_id(gc)),
+            "length_penalty": np.float32(gc.length_penalty),
+            "fill_token_id": np.int32(self._beam_fill_id(gc)),
         }
+
+    @staticmethod
+    def _beam_fill_id(gc: GenerationConfig) -> int:
+        """What beam search writes after a sequence ends (Transformers: pad, else first eos, else -1)."""
+        if not gc.eos_token_ids:
+            return -1
+        return int(gc.pad_token_id or gc.eos_token_ids[0])
+
+    @staticmethod
+    def _beam_spec(gc: GenerationConfig) -> BeamSpec | None:
+        if gc.num_beams == 1:
+            return None
+        return BeamSpec(gc.num_beams, gc.num_return_sequences, gc.early_stopping)
 
     @staticmethod
     def _spec(gc: GenerationConfig, capacity: int, min_new: int) -> LoopSpec:
@@ -226,6 +248,7 @@ class GenerationMixin:
             forced_bos_token_id=gc.forced_bos_token_id,
             forced_eos_token_ids=forced_eos or (),
             output_scores=bool(gc.return_dict_in_generate and gc.output_scores),
+            top_k_keep=1 + len(gc.eos_token_ids) if gc.num_beams > 1 else 1,
         )
 
     def _finish(self, gc: GenerationConfig, prompt: np.ndarray | tf.Tensor, out: LoopOutput, steps=None):
@@ -245,6 +268,40 @@ class GenerationMixin:
             scores = tf.convert_to_tensor(scores)
             result["scores"] = tuple(scores[:, i] for i in range(scores.shape[1]))
         return result
+
+    def _finish_beam(self, gc: GenerationConfig, prompt, out: BeamOutput, capacity: int, eager: bool):
+        """Beam results: [batch * num_return_sequences, prompt + longest returned], like Transformers."""
+        n = gc.num_return_sequences
+        if eager:
+            rows = prompt.shape[0]
+            lengths = np.asarray(out.lengths)[:rows]
+            new = np.asarray(out.sequences)[:rows, :, -capacity:][:, :, : int(lengths.max())]
+            new = new.reshape(rows * n, -1)
+            scores = np.asarray(out.sequence_scores)[:rows].reshape(-1)
+            all_scores = (
+                None
+                if out.scores is None
+                else np.asarray(out.scores)[: rows * gc.num_beams, : int(out.steps)]
+            )
+            prompt = np.repeat(np.asarray(prompt), n, axis=0)
+        else:
+            new = tf.reshape(out.sequences[:, :, -capacity:], [-1, capacity])
+            scores, all_scores = tf.reshape(out.sequence_scores, [-1]), out.scores
+            prompt = tf.repeat(prompt, n, axis=0)
+        sequences = tf.concat([tf.cast(prompt, tf.int32), tf.cast(new, tf.int32)], axis=1)
+        if not gc.return_dict_in_generate:
+            return sequences
+        result = GenerateOutput(sequences=sequences, sequences_scores=tf.convert_to_tensor(scores))
+        if all_scores is not None:
+            all_scores = tf.convert_to_tensor(all_scores)
+            result["scores"] = tuple(all_scores[:, i] for i in range(all_scores.shape[1]))
+        return result
+
+    @staticmethod
+    def _run_loop(model, ids, mask, done, params, spec: LoopSpec, beam: BeamSpec | None, encoder_inputs):
+        if beam is None:
+            return decode(model, ids, mask, done, params, spec, encoder_inputs)
+        return beam_decode(model, ids, mask, done, params, spec, beam, encoder_inputs)
 
     # -- entry point --------------------------------------------------------------------------
     def generate(
@@ -336,14 +393,17 @@ class GenerationMixin:
         if seed is None and gc.do_sample:
             seed = tf.random.uniform([2], 0, 2**31 - 1, dtype=tf.int64)
         params = self._params(gc, prompt.shape[1], max_new, min_new, seed)
-        if gc.num_return_sequences > 1:
+        beam = self._beam_spec(gc)
+        if gc.num_return_sequences > 1 and beam is None:
             n = gc.num_return_sequences
             prompt, prompt_mask = tf.repeat(prompt, n, axis=0), tf.repeat(prompt_mask, n, axis=0)
             if encoder_inputs is not None:
                 encoder_inputs = {k: tf.repeat(v, n, axis=0) for k, v in encoder_inputs.items()}
         done = tf.zeros([tf.shape(prompt)[0]], tf.bool)
         spec = self._spec(gc, max_new, min_new)
-        out = decode(self, prompt, prompt_mask, done, params, spec, encoder_inputs)
+        out = self._run_loop(self, prompt, prompt_mask, done, params, spec, beam, encoder_inputs)
+        if beam is not None:
+            return self._finish_beam(gc, prompt, out, max_new, eager=False)
         return self._finish(gc, prompt, out)
 
     def _symbolic_encoder_inputs(self, encoder_inputs: dict) -> dict:
@@ -426,7 +486,8 @@ class GenerationMixin:
                 f"{limit} positions (config n_positions / max_position_embeddings)"
             )
         params = self._params(gc, ids.shape[1], max_new, min_new, seed)
-        if gc.num_return_sequences > 1:
+        beam = self._beam_spec(gc)
+        if gc.num_return_sequences > 1 and beam is None:
             n = gc.num_return_sequences
             ids, mask = np.repeat(ids, n, axis=0), np.repeat(mask, n, axis=0)
             if encoder_inputs is not None:
@@ -437,7 +498,9 @@ class GenerationMixin:
         if not jit:
             spec = self._spec(gc, max_new, min_new)
             done = tf.zeros([batch], tf.bool)
-            out = decode(self, tf.constant(ids), tf.constant(mask), done, params, spec, encoder_inputs)
+            out = self._run_loop(
+                self, tf.constant(ids), tf.constant(mask), done, params, spec, beam, encoder_inputs
+            )
         else:
             b_batch, b_len = self.buckets.batch_size(batch), self.buckets.prompt(length)
             spec = self._spec(gc, self.buckets.new(max_new), min_new)
@@ -450,21 +513,25 @@ class GenerationMixin:
             if encoder_inputs is not None:
                 encoder_inputs = self._bucket_encoder_inputs(encoder_inputs, b_batch)
             shapes = tuple(sorted((k, v.shape) for k, v in (encoder_inputs or {}).items()))
-            program = self._program((b_batch, b_len, shapes, spec))
+            program = self._program((b_batch, b_len, shapes, spec, beam))
             out = program(padded_ids, padded_mask, done, params, encoder_inputs)
+        if beam is not None:
+            return self._finish_beam(gc, ids, out, spec.capacity, eager=True)
         return self._finish(gc, ids, out, steps=int(out.steps))
 
     def _program(self, key: tuple):
         """The compiled decoding program for one bucket; traced (and XLA-compiled) on first use."""
         program = self._programs.get(key)
         if program is None:
-            spec = key[-1]
+            spec, beam = key[-2:]
             stats = self._generation_stats
 
             def run(input_ids, attention_mask, done, params, encoder_inputs):
                 stats.compilations += 1  # Python runs only while tracing
                 stats.programs.append(key)
-                return decode(self, input_ids, attention_mask, done, params, spec, encoder_inputs)
+                return self._run_loop(
+                    self, input_ids, attention_mask, done, params, spec, beam, encoder_inputs
+                )
 
             program = tf.function(run, jit_compile=True, reduce_retracing=False)
             self._programs[key] = program
