@@ -19,6 +19,14 @@ from xlagen.models.t5.modeling import TFT5ForConditionalGeneration  # noqa: E402
 from xlagen.models.whisper.configuration import WhisperConfig  # noqa: E402
 from xlagen.models.whisper.modeling import TFWhisperForConditionalGeneration  # noqa: E402
 
+_AUDIO_NAMES = (
+    "AutoFeatureExtractor",
+    "AutoProcessor",
+    "WhisperFeatureExtractor",
+    "WhisperProcessor",
+    "load_audio",
+)
+
 
 def __getattr__(name: str):
     # The tokenizer pulls in the `tokenizers` library only when asked for.
@@ -27,7 +35,7 @@ def __getattr__(name: str):
 
         return getattr(tokenization, name)
     # Audio input (soundfile/soxr) is imported on first use too.
-    if name in ("AutoFeatureExtractor", "AutoProcessor", "WhisperFeatureExtractor", "WhisperProcessor", "load_audio"):
+    if name in _AUDIO_NAMES:
         from xlagen import audio
 
         return getattr(audio, name)

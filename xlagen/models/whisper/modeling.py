@@ -1,0 +1,536 @@
+"""Whisper (speech-to-text encoder-decoder) as a Keras model with TensorFlow numerics.
+
+Weights keep Hugging Face's state-dict names and PyTorch layouts (``model.encoder.conv1.weight``
+``[out, in, k]``, linear weights ``[out, in]``), so safetensors, ``tf_model.h5`` and (through
+``xlagen.loading.ctranslate2``) CTranslate2 checkpoints all load by name.
+
+The encoder reads log-mel features ``[batch, num_mel_bins, 2 * max_source_positions]`` (3000 frames
+for 30 s of audio): two GELU convolutions (the second with stride 2), positions added from the
+checkpoint's ``embed_positions`` table, pre-LN Transformer blocks. The decoder has learned positions,
+causal self-attention, cross-attention on the encoder output and a projection tied to its token
+embedding. For ``generate`` the cross-attention keys/values are computed once per utterance and kept
+in the cache next to the static self-attention buffers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from xlagen.generation.config import GenerationConfig
+from xlagen.modeling_utils import ModelOutput, TFPreTrainedModel, _register_output_tree
+from xlagen.models.activations import ACTIVATIONS, gelu_exact
+from xlagen.models.layers import (
+    LayerNorm,
+    WeightLayer,
+    attend,
+    causal_allowed,
+    merge_heads,
+    split_heads,
+    update_cache,
+)
+from xlagen.models.whisper.configuration import WhisperConfig
+
+
+class Seq2SeqLMOutput(ModelOutput):
+    """Output of an encoder-decoder call: ``logits`` [batch, length, vocab], ``encoder_last_hidden_state``."""
+
+
+_register_output_tree(Seq2SeqLMOutput)
+
+
+def linear(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor | None = None) -> tf.Tensor:
+    """``x @ weight.T + bias`` for a PyTorch-layout ``weight`` [out, in], as one 2-D GEMM."""
+    shape = tf.shape(x)
+    y = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), weight, transpose_b=True)
+    if bias is not None:
+        y = y + bias
+    return tf.reshape(y, tf.concat([shape[:-1], [weight.shape[0]]], axis=0))
+
+
+def conv1d(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, stride: int) -> tf.Tensor:
+    """PyTorch ``Conv1d(kernel_size=3, padding=1)`` on channels-last ``x`` [B, T, C_in]; weight [out, in, k]."""
+    x = tf.pad(x, [[0, 0], [1, 1], [0, 0]])
+    kernel = tf.transpose(weight, [2, 1, 0])  # -> [k, in, out]
+    return tf.nn.conv1d(x, kernel, stride=stride, padding="VALID") + bias
+
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> np.ndarray:
+    """Whisper's fixed encoder position table [length, channels]: sines then cosines."""
+    if channels % 2:
+        raise ValueError(f"sinusoidal positions need an even number of channels, got {channels}")
+    increment = math.log(max_timescale) / (channels // 2 - 1)
+    inv = np.exp(-increment * np.arange(channels // 2, dtype=np.float64))
+    scaled = np.arange(length, dtype=np.float64)[:, None] * inv[None, :]
+    return np.concatenate([np.sin(scaled), np.cos(scaled)], axis=1).astype(np.float32)
+
+
+class WhisperAttention(WeightLayer):
+    """Multi-head attention with Whisper's biases: q, v and out have one, k has none."""
+
+    def __init__(self, prefix: str, dim: int, num_heads: int, dropout: float, init, **kw) -> None:
+        super().__init__(**kw)
+        self.q_w = self.new_weight(f"{prefix}.q_proj.weight", (dim, dim), init)
+        self.q_b = self.new_weight(f"{prefix}.q_proj.bias", (dim,))
+        self.k_w = self.new_weight(f"{prefix}.k_proj.weight", (dim, dim), init)
+        self.v_w = self.new_weight(f"{prefix}.v_proj.weight", (dim, dim), init)
+        self.v_b = self.new_weight(f"{prefix}.v_proj.bias", (dim,))
+        self.o_w = self.new_weight(f"{prefix}.out_proj.weight", (dim, dim), init)
+        self.o_b = self.new_weight(f"{prefix}.out_proj.bias", (dim,))
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.attn_dropout = keras.layers.Dropout(dropout)
+        self.built = True
+
+    def key_value(self, states: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Keys and values [B, H, S, D] of ``states`` [B, S, C] (cross-attention: computed once)."""
+        k = split_heads(linear(states, self.k_w), self.num_heads)
+        v = split_heads(linear(states, self.v_w, self.v_b), self.num_heads)
+        return k, v
+
+    def call(self, x, allowed=None, kv=None, cache=None, cache_index=None, training=False):
+        """Attend from ``x`` to ``kv`` (cross) or to itself (written into ``cache`` when given).
+
+        ``allowed`` [B, 1, T, S] bool, or None for no masking (encoder, cross-attention).
+        Returns (output [B, T, C], updated self-attention cache or None).
+        """
+        # Like Transformers, scale q before the product (Whisper is sensitive to the order).
+        q = split_heads(linear(x, self.q_w, self.q_b) * self.scale, self.num_heads)
+        if kv is None:
+            k, v = self.key_value(x)
+            if cache is not None:
+                k = update_cache(cache[0], k, cache_index)
+                v = update_cache(cache[1], v, cache_index)
+                cache = (k, v)
+        else:
+            k, v = kv
+        dropout = (lambda p: self.attn_dropout(p, training=training)) if training else None
+        if allowed is None:
+            probs = tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1)
+            if dropout is not None:
+                probs = dropout(probs)
+            out = tf.matmul(probs, v)
+        else:
+            out = attend(q, k, v, allowed, 1.0, dropout)
+        return linear(merge_heads(out), self.o_w, self.o_b), cache
+
+
+class WhisperFeedForward(WeightLayer):
+    """fc1 -> activation -> fc2."""
+
+    def __init__(self, prefix: str, dim: int, ffn_dim: int, config: WhisperConfig, init, **kw) -> None:
+        super().__init__(**kw)
+        self.fc1_w = self.new_weight(f"{prefix}.fc1.weight", (ffn_dim, dim), init)
+        self.fc1_b = self.new_weight(f"{prefix}.fc1.bias", (ffn_dim,))
+        self.fc2_w = self.new_weight(f"{prefix}.fc2.weight", (dim, ffn_dim), init)
+        self.fc2_b = self.new_weight(f"{prefix}.fc2.bias", (dim,))
+        self.act = ACTIVATIONS[config.activation_function]
+        self.act_dropout = keras.layers.Dropout(config.activation_dropout)
+        self.built = True
+
+    def call(self, x, training=False):
+        h = self.act_dropout(self.act(linear(x, self.fc1_w, self.fc1_b)), training=training)
+        return linear(h, self.fc2_w, self.fc2_b)
+
+
+class WhisperEncoderLayer(WeightLayer):
+    def __init__(self, config: WhisperConfig, prefix: str, init, **kw) -> None:
+        super().__init__(**kw)
+        c = config.d_model
+        self.self_attn_layer_norm = LayerNorm(f"{prefix}.self_attn_layer_norm", c, 1e-5)
+        self.self_attn = WhisperAttention(
+            f"{prefix}.self_attn", c, config.encoder_attention_heads, config.attention_dropout, init
+        )
+        self.final_layer_norm = LayerNorm(f"{prefix}.final_layer_norm", c, 1e-5)
+        self.ffn = WhisperFeedForward(prefix, c, config.encoder_ffn_dim, config, init)
+        self.dropout = keras.layers.Dropout(config.dropout)
+        self.built = True
+
+    def call(self, x, training=False):
+        a, _ = self.self_attn(self.self_attn_layer_norm(x), training=training)
+        x = x + self.dropout(a, training=training)
+        h = self.ffn(self.final_layer_norm(x), training=training)
+        return x + self.dropout(h, training=training)
+
+
+class WhisperDecoderLayer(WeightLayer):
+    def __init__(self, config: WhisperConfig, prefix: str, init, **kw) -> None:
+        super().__init__(**kw)
+        c, heads = config.d_model, config.decoder_attention_heads
+        self.self_attn_layer_norm = LayerNorm(f"{prefix}.self_attn_layer_norm", c, 1e-5)
+        self.self_attn = WhisperAttention(f"{prefix}.self_attn", c, heads, config.attention_dropout, init)
+        self.encoder_attn_layer_norm = LayerNorm(f"{prefix}.encoder_attn_layer_norm", c, 1e-5)
+        self.encoder_attn = WhisperAttention(
+            f"{prefix}.encoder_attn", c, heads, config.attention_dropout, init
+        )
+        self.final_layer_norm = LayerNorm(f"{prefix}.final_layer_norm", c, 1e-5)
+        self.ffn = WhisperFeedForward(prefix, c, config.decoder_ffn_dim, config, init)
+        self.dropout = keras.layers.Dropout(config.dropout)
+        self.built = True
+
+    def call(self, x, allowed, cross_kv, cache=None, cache_index=None, training=False):
+        a, cache = self.self_attn(
+            self.self_attn_layer_norm(x), allowed, cache=cache, cache_index=cache_index, training=training
+        )
+        x = x + self.dropout(a, training=training)
+        a, _ = self.encoder_attn(self.encoder_attn_layer_norm(x), kv=cross_kv, training=training)
+        x = x + self.dropout(a, training=training)
+        h = self.ffn(self.final_layer_norm(x), training=training)
+        return x + self.dropout(h, training=training), cache
+
+
+def _seq2seq_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """Mean cross-entropy of ``logits`` against aligned ``labels``, ignoring -100 (Transformers' rule)."""
+    labels = tf.cast(labels, tf.int32)
+    valid = tf.not_equal(labels, -100)
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.where(valid, labels, 0), logits=logits)
+    weights = tf.cast(valid, losses.dtype)
+    return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+
+class TFWhisperForConditionalGeneration(TFPreTrainedModel):
+    """Whisper with its language-modelling head ``proj_out`` (tied to ``model.decoder.embed_tokens``)."""
+
+    config_class = WhisperConfig
+    main_input_name = "input_features"
+
+    def __init__(self, config: WhisperConfig, **kw) -> None:
+        super().__init__(config, **kw)
+        c = config.d_model
+        init = keras.initializers.RandomNormal(stddev=config.init_std)
+        self.encoder_stem = WeightLayer(name="encoder_stem")
+        self.conv1_w = self.encoder_stem.new_weight(
+            "model.encoder.conv1.weight", (c, config.num_mel_bins, 3), init
+        )
+        self.conv1_b = self.encoder_stem.new_weight("model.encoder.conv1.bias", (c,))
+        self.conv2_w = self.encoder_stem.new_weight("model.encoder.conv2.weight", (c, c, 3), init)
+        self.conv2_b = self.encoder_stem.new_weight("model.encoder.conv2.bias", (c,))
+        self.enc_pos = self.encoder_stem.new_weight(
+            "model.encoder.embed_positions.weight",
+            (config.max_source_positions, c),
+            keras.initializers.Constant(sinusoids(config.max_source_positions, c)),
+        )
+        self.encoder_stem.built = True
+        self.encoder_layers = [
+            WhisperEncoderLayer(config, f"model.encoder.layers.{i}", init, name=f"encoder_layer_{i}")
+            for i in range(config.encoder_layers)
+        ]
+        self.encoder_norm = LayerNorm("model.encoder.layer_norm", c, 1e-5, name="encoder_layer_norm")
+        self.embeddings = WeightLayer(name="decoder_embeddings")
+        self.embed_tokens = self.embeddings.new_weight(
+            "model.decoder.embed_tokens.weight", (config.vocab_size, c), init
+        )
+        self.dec_pos = self.embeddings.new_weight(
+            "model.decoder.embed_positions.weight", (config.max_target_positions, c), init
+        )
+        self.embeddings.built = True
+        self.decoder_layers = [
+            WhisperDecoderLayer(config, f"model.decoder.layers.{i}", init, name=f"decoder_layer_{i}")
+            for i in range(config.decoder_layers)
+        ]
+        self.decoder_norm = LayerNorm("model.decoder.layer_norm", c, 1e-5, name="decoder_layer_norm")
+        if config.tie_word_embeddings:
+            self.proj_out = None
+        else:
+            self.proj_out = WeightLayer(name="proj_out")
+            self.proj_out_w = self.proj_out.new_weight("proj_out.weight", (config.vocab_size, c), init)
+            self.proj_out.built = True
+        self.dropout = keras.layers.Dropout(config.dropout)
+        self.built = True
+
+    # Checkpoints store the tied head once (under the embedding); a copy in the file is ignored.
+    ignored_checkpoint_keys = (r"^proj_out\.weight$",)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, config=None, **kwargs):
+        """Load a Hugging Face checkpoint directory, or a CTranslate2 Whisper directory (model.bin)."""
+        from xlagen.loading.ctranslate2 import is_ctranslate2_dir, load_ctranslate2_whisper
+        from xlagen.loading.hub import resolve_pretrained_dir
+
+        try:
+            directory = resolve_pretrained_dir(pretrained_model_name_or_path)
+        except OSError:
+            directory = None
+        if directory is not None and is_ctranslate2_dir(directory):
+            for unsupported in ("from_pt", "cache_dir", "revision", "token", "use_auth_token"):
+                kwargs.pop(unsupported, None)
+            return load_ctranslate2_whisper(directory, model_class=cls, config=config, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, config=config, **kwargs)
+
+    # -- encoder --------------------------------------------------------------------------------
+    def encode(self, input_features, training=False) -> dict[str, tf.Tensor]:
+        """Run the audio encoder on ``input_features`` [B, n_mels, frames]; returns a dict of outputs.
+
+        ``last_hidden_state`` is [B, max_source_positions, d_model].
+        """
+        x = tf.transpose(tf.cast(input_features, self.conv1_w.dtype), [0, 2, 1])  # [B, frames, mels]
+        x = gelu_exact(conv1d(x, self.conv1_w, self.conv1_b, 1))
+        x = gelu_exact(conv1d(x, self.conv2_w, self.conv2_b, 2))
+        h = self.dropout(x + self.enc_pos, training=training)
+        for layer in self.encoder_layers:
+            h = layer(h, training=training)
+        return {"last_hidden_state": self.encoder_norm(h)}
+
+    def _check_features_shape(self, shape, dtype_name: str, name: str = "input_features") -> None:
+        c = self.config
+        want = (c.num_mel_bins, c.num_frames)
+        if len(shape) != 3:
+            raise ValueError(
+                f"{name} must be 3-D [batch, num_mel_bins={want[0]}, frames={want[1]}], got shape {tuple(shape)}"
+            )
+        got = tuple(shape[1:])
+        if any(g is not None and g != w for g, w in zip(got, want)):
+            raise ValueError(
+                f"{name} has shape {tuple(shape)} but this model takes [batch, {want[0]}, {want[1]}] "
+                f"(num_mel_bins={c.num_mel_bins}; {want[1]} frames = 2 * max_source_positions, i.e. audio "
+                "padded or cut to 30 s by the feature extractor)"
+            )
+        if shape[0] == 0:
+            raise ValueError(f"{name} is empty (shape {tuple(shape)})")
+        if dtype_name not in ("float16", "bfloat16", "float32", "float64"):
+            raise TypeError(f"{name} must hold floating-point log-mel features, got dtype {dtype_name}")
+
+    # -- forward (all positions) ------------------------------------------------------------------
+    def _embed(self, ids, positions, training=False):
+        vocab, n_pos = self.config.vocab_size, self.config.max_target_positions
+        ids = tf.clip_by_value(tf.cast(ids, tf.int32), 0, vocab - 1)
+        pos = tf.clip_by_value(tf.cast(positions, tf.int32), 0, n_pos - 1)
+        return self.dropout(
+            tf.gather(self.embed_tokens, ids) + tf.gather(self.dec_pos, pos), training=training
+        )
+
+    def _logits(self, h):
+        weight = self.embed_tokens if self.proj_out is None else self.proj_out_w
+        return linear(h, weight)
+
+    def call(
+        self,
+        input_features=None,
+        decoder_input_ids=None,
+        decoder_attention_mask=None,
+        decoder_position_ids=None,
+        encoder_outputs=None,
+        labels=None,
+        attention_mask=None,
+        training=False,
+    ) -> Seq2SeqLMOutput:
+        """Logits for every decoder position, like Transformers' ``WhisperForConditionalGeneration(...)``.
+
+        ``input_features`` [B, n_mels, frames] (or a dict of all inputs, as Keras ``fit`` passes);
+        ``decoder_input_ids`` [B, T], or ``labels`` alone (shifted right behind the start token).
+        ``attention_mask`` (over feature frames) is accepted and ignored, as in Transformers.
+        """
+        if isinstance(input_features, dict):
+            inputs = dict(input_features)
+            input_features = inputs.get("input_features")
+            decoder_input_ids = inputs.get("decoder_input_ids", decoder_input_ids)
+            decoder_attention_mask = inputs.get("decoder_attention_mask", decoder_attention_mask)
+            decoder_position_ids = inputs.get("decoder_position_ids", decoder_position_ids)
+            labels = inputs.get("labels", labels)
+        if encoder_outputs is None:
+            if input_features is None:
+                raise ValueError("input_features (or encoder_outputs) is required")
+            features = tf.convert_to_tensor(input_features)
+            self._check_features_shape(features.shape, features.dtype.name)
+            encoder_outputs = self.encode(features, training=training)
+        enc = (
+            encoder_outputs["last_hidden_state"] if isinstance(encoder_outputs, dict) else encoder_outputs[0]
+        )
+        if decoder_input_ids is None:
+            if labels is None:
+                raise ValueError("decoder_input_ids (or labels) is required")
+            decoder_input_ids = self._shift_right(labels)
+        ids = tf.convert_to_tensor(decoder_input_ids)
+        b, t = tf.shape(ids)[0], tf.shape(ids)[1]
+        mask = decoder_attention_mask
+        if mask is None:
+            mask = tf.ones([b, t], tf.int32)
+        pos = decoder_position_ids
+        if pos is None:
+            pos = tf.broadcast_to(tf.range(t)[None, :], [b, t])
+        h = self._embed(ids, pos, training)
+        allowed = causal_allowed(mask, 0, t)
+        for layer in self.decoder_layers:
+            kv = layer.encoder_attn.key_value(enc)
+            h, _ = layer(h, allowed, kv, training=training)
+        logits = self._logits(self.decoder_norm(h))
+        out = Seq2SeqLMOutput(logits=logits, encoder_last_hidden_state=enc)
+        if labels is not None:
+            out["loss"] = _seq2seq_loss(logits, labels)
+        return out
+
+    def _shift_right(self, labels):
+        labels = tf.cast(labels, tf.int32)
+        start = self.config.decoder_start_token_id
+        pad = self.config.pad_token_id if self.config.pad_token_id is not None else 0
+        shifted = tf.concat([tf.fill([tf.shape(labels)[0], 1], start), labels[:, :-1]], axis=1)
+        return tf.where(tf.equal(shifted, -100), pad, shifted)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Keras hook: with no compiled loss, train on the cross-entropy of ``labels`` (``y`` or ``x``)."""
+        if self._compile_loss is not None:
+            logits = y_pred["logits"] if isinstance(y_pred, dict) else y_pred
+            return keras.Model.compute_loss(self, x, y, logits, sample_weight, training)
+        labels = y if y is not None else (x.get("labels") if isinstance(x, dict) else None)
+        if labels is None:
+            raise ValueError("training Whisper needs labels (as y, or x['labels'])")
+        loss = _seq2seq_loss(y_pred["logits"], labels)
+        extra = self.losses
+        return loss + tf.add_n(extra) if extra else loss
+
+    # -- cached decoding protocol (used by xlagen.generation) -----------------------------------
+    def init_cache(self, batch_size: int, max_length: int, encoder_outputs: dict) -> dict:
+        """Self-attention K/V buffers of ``max_length`` slots and cross-attention K/V of the encoder output."""
+        c = self.config
+        heads = c.decoder_attention_heads
+        shape = [batch_size, heads, max_length, c.d_model // heads]
+        enc = encoder_outputs["last_hidden_state"]
+        return {
+            "self": tuple((tf.zeros(shape), tf.zeros(shape)) for _ in range(c.decoder_layers)),
+            "cross": tuple(layer.encoder_attn.key_value(enc) for layer in self.decoder_layers),
+        }
+
+    def forward_cached(self, input_ids, position_ids, attention_mask, cache, cache_index, last_only=True):
+        """Run decoder tokens [B, T] at cache slots ``cache_index``.. and return (logits, new cache).
+
+        ``attention_mask`` [B, max_length] covers every self-attention slot; logits are for the last
+        position only when ``last_only``, else for all T.
+        """
+        t = tf.shape(input_ids)[1]
+        h = self._embed(input_ids, position_ids)
+        allowed = causal_allowed(attention_mask, cache_index, t)
+        new_self = []
+        for layer, layer_cache, kv in zip(self.decoder_layers, cache["self"], cache["cross"]):
+            h, layer_cache = layer(h, allowed, kv, cache=layer_cache, cache_index=cache_index)
+            new_self.append(layer_cache)
+        if last_only:
+            h = h[:, -1:, :]
+        logits = self._logits(self.decoder_norm(h))
+        return logits, {"self": tuple(new_self), "cross": cache["cross"]}
+
+    @property
+    def max_positions(self) -> int:
+        return self.config.max_target_positions
+
+    # -- generate -------------------------------------------------------------------------------
+    def generate(
+        self,
+        input_features=None,
+        generation_config: GenerationConfig | None = None,
+        seed=None,
+        jit_compile: bool | None = None,
+        decoder_input_ids=None,
+        decoder_attention_mask=None,
+        attention_mask=None,
+        language: str | None = None,
+        task: str | None = None,
+        return_timestamps: bool | None = None,
+        **kwargs,
+    ):
+        """Transcribe log-mel ``input_features`` [B, n_mels, frames] into token ids [B, prompt + new].
+
+        The decoder prompt is ``decoder_input_ids`` when given, else built from the generation
+        config: ``<|startoftranscript|>``, then for multilingual models the language and task
+        tokens (``language`` is required: detection is not implemented yet), then
+        ``<|notimestamps|>``. Other options go to the generation engine as for text models. Timestamp rules,
+        language detection and long-form audio are not implemented yet. ``attention_mask`` over
+        feature frames is accepted and ignored (short-form, as in Transformers).
+        """
+        del attention_mask
+        if input_features is None:
+            input_features = kwargs.pop("inputs", None)
+        if input_features is None:
+            raise ValueError("generate() needs input_features (log-mel features [batch, n_mels, frames])")
+        if return_timestamps:
+            raise ValueError("return_timestamps=True is not supported yet by xlagen's Whisper generate")
+        gc = self._resolve_config(generation_config, kwargs)
+        self._check_options(gc)
+        encoder_inputs = {"input_features": input_features}
+        if decoder_input_ids is None:
+            prompt_ids = self.decoder_prompt_ids(gc, language=language, task=task)
+            if tf.is_tensor(input_features) and not tf.executing_eagerly():
+                batch = tf.shape(input_features)[0]
+                decoder_input_ids = tf.tile(tf.constant([prompt_ids], tf.int32), [batch, 1])
+            else:
+                batch = int(np.shape(input_features)[0]) if np.ndim(input_features) else 0
+                decoder_input_ids = np.tile(np.asarray([prompt_ids], np.int32), [batch, 1])
+        elif language is not None or task is not None:
+            raise ValueError("pass either decoder_input_ids or language/task, not both")
+        return self._generate(
+            decoder_input_ids, decoder_attention_mask, encoder_inputs, gc, seed, jit_compile
+        )
+
+    def decoder_prompt_ids(
+        self,
+        generation_config: GenerationConfig | None = None,
+        language: str | None = None,
+        task: str | None = None,
+    ) -> list[int]:
+        """The default decoder prompt: start token, [language, task,] and no-timestamps when known."""
+        gc = generation_config or self.generation_config
+        extra: dict[str, Any] = getattr(gc, "_extra", {})
+        prompt = [int(self._decoder_start(gc, None))]
+        multilingual = extra.get("is_multilingual")
+        lang_to_id = extra.get("lang_to_id") or {}
+        task_to_id = extra.get("task_to_id") or {}
+        if multilingual:
+            if language is None:
+                raise ValueError(
+                    "this Whisper model is multilingual: pass language= (e.g. 'en'); language detection is "
+                    "not implemented yet"
+                )
+            key = language if language.startswith("<|") else f"<|{language.lower()}|>"
+            if key not in lang_to_id:
+                raise ValueError(f"unknown language {language!r}; known: {sorted(lang_to_id)[:10]}...")
+            prompt.append(int(lang_to_id[key]))
+            task = task or "transcribe"
+            if task not in task_to_id:
+                raise ValueError(f"unknown task {task!r}; known: {sorted(task_to_id)}")
+            prompt.append(int(task_to_id[task]))
+        elif language is not None and language.strip("<|>").lower() not in ("en", "english"):
+            raise ValueError(f"this Whisper model is English-only; cannot transcribe language={language!r}")
+        elif task not in (None, "transcribe"):
+            raise ValueError(f"this Whisper model is English-only; task={task!r} is not available")
+        if extra.get("no_timestamps_token_id") is not None:
+            prompt.append(int(extra["no_timestamps_token_id"]))
+        elif multilingual is None and extra.get("forced_decoder_ids"):
+            forced = sorted((int(p), i) for p, i in extra["forced_decoder_ids"])
+            if any(i is None for _, i in forced):
+                raise ValueError(
+                    "generation_config.forced_decoder_ids has an unset (language) token; pass language="
+                )
+            prompt.extend(int(i) for _, i in forced)
+        return prompt
+
+    # -- encoder-input hooks of the generation engine -----------------------------------------------
+    def _concrete_encoder_inputs(self, encoder_inputs: dict) -> dict[str, np.ndarray]:
+        features = encoder_inputs["input_features"]
+        features = np.asarray(features.numpy() if tf.is_tensor(features) else features)
+        if features.dtype == object:
+            raise TypeError("input_features must be a numeric array [batch, n_mels, frames]")
+        self._check_features_shape(features.shape, features.dtype.name)
+        features = features.astype(np.float32)
+        if not np.isfinite(features).all():
+            raise ValueError("input_features contains NaN or infinite values")
+        return {"input_features": features}
+
+    def _symbolic_encoder_inputs(self, encoder_inputs: dict) -> dict:
+        features = tf.convert_to_tensor(encoder_inputs["input_features"])
+        self._check_features_shape(features.shape, features.dtype.name)
+        return {"input_features": tf.cast(features, tf.float32)}
+
+    def _bucket_encoder_inputs(
+        self, encoder_inputs: dict[str, np.ndarray], batch: int
+    ) -> dict[str, np.ndarray]:
+        """Pad the batch axis to ``batch`` rows with zeros (filler rows start finished); nothing else varies."""
+        out = {}
+        for key, value in encoder_inputs.items():
+            padded = np.zeros((batch, *value.shape[1:]), np.float32)
+            padded[: value.shape[0]] = value
+            out[key] = padded
+        return out
