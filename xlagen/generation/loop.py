@@ -37,6 +37,9 @@ class LoopSpec(NamedTuple):
     forced_eos_token_ids: tuple[int, ...] = ()
     output_scores: bool = False
     top_k_keep: int = 1  # min_tokens_to_keep of the warpers
+    # Model-specific processors (e.g. Whisper's timestamp rules): hashable factories called as
+    # ``factory(params, vocab_size) -> LogitsProcessor``, applied after the standard processors.
+    extra_processors: tuple = ()
 
 
 class LoopOutput(NamedTuple):
@@ -71,6 +74,8 @@ def build_processors(spec: LoopSpec, params: dict, vocab_size: int) -> lp.Logits
                 spec.begin_suppress_tokens, params["begin_index"], vocab_size
             )
         )
+    for factory in spec.extra_processors:
+        procs.append(factory(params, vocab_size))
     if spec.do_sample:
         procs.append(lp.TemperatureLogitsWarper(params["temperature"]))
         if spec.top_k > 0:

@@ -228,8 +228,11 @@ class GenerationMixin:
             return None
         return BeamSpec(gc.num_beams, gc.num_return_sequences, gc.early_stopping)
 
-    @staticmethod
-    def _spec(gc: GenerationConfig, capacity: int, min_new: int) -> LoopSpec:
+    def _extra_processors(self, gc: GenerationConfig) -> tuple:
+        """Hook: model-specific processor factories (see ``LoopSpec.extra_processors``)."""
+        return ()
+
+    def _spec(self, gc: GenerationConfig, capacity: int, min_new: int) -> LoopSpec:
         """The static part of the options: what the traced program's code and shapes depend on."""
         forced_eos = gc.forced_eos_token_id
         if forced_eos is not None:
@@ -249,6 +252,7 @@ class GenerationMixin:
             forced_eos_token_ids=forced_eos or (),
             output_scores=bool(gc.return_dict_in_generate and gc.output_scores),
             top_k_keep=1 + len(gc.eos_token_ids) if gc.num_beams > 1 else 1,
+            extra_processors=tuple(self._extra_processors(gc)),
         )
 
     def _finish(self, gc: GenerationConfig, prompt: np.ndarray | tf.Tensor, out: LoopOutput, steps=None):
