@@ -38,6 +38,20 @@ class CausalLMOutput(ModelOutput):
     """Output of a language-model call: ``logits`` [batch, length, vocab] (and ``loss`` given labels)."""
 
 
+class Seq2SeqLMOutput(ModelOutput):
+    """Output of an encoder-decoder LM call: ``logits`` [batch, decoder length, vocab],
+    ``encoder_last_hidden_state`` [batch, encoder length, dim] (and ``loss`` given labels)."""
+
+
+def seq2seq_lm_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """Mean cross-entropy of ``logits`` against aligned (unshifted) ``labels``, ignoring -100."""
+    labels = tf.cast(labels, tf.int32)
+    valid = tf.not_equal(labels, -100)
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.where(valid, labels, 0), logits=logits)
+    weights = tf.cast(valid, losses.dtype)
+    return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+
 def _register_output_tree(cls: type[ModelOutput]) -> None:
     """Let Keras' tree utilities (``predict`` batching, ``fit`` losses) walk outputs like a dict."""
     try:
@@ -53,17 +67,12 @@ def _register_output_tree(cls: type[ModelOutput]) -> None:
 
 
 _register_output_tree(CausalLMOutput)
+_register_output_tree(Seq2SeqLMOutput)
 
 
 def _causal_lm_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     """Mean next-token cross-entropy, ignoring labels equal to -100 (Transformers' convention)."""
-    labels = tf.cast(labels[:, 1:], tf.int32)
-    logits = logits[:, :-1]
-    valid = tf.not_equal(labels, -100)
-    safe = tf.where(valid, labels, 0)
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe, logits=logits)
-    weights = tf.cast(valid, losses.dtype)
-    return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+    return seq2seq_lm_loss(logits[:, :-1], labels[:, 1:])
 
 
 class TFPreTrainedModel(keras.Model, GenerationMixin):

@@ -13,13 +13,24 @@ from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
 NEG_INF = -1e30  # large finite negative: masked scores never win, fully masked rows stay finite
 
 
-def dense(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | None = None) -> tf.Tensor:
-    """``x @ kernel + bias`` over the last axis, as one 2-D GEMM (what XLA CPU runs fastest)."""
+def dense(
+    x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | None = None, transpose: bool = False
+) -> tf.Tensor:
+    """``x @ kernel + bias`` over the last axis, as one 2-D GEMM (what XLA CPU runs fastest).
+
+    ``transpose`` takes a PyTorch ``nn.Linear`` layout kernel ``[out, in]`` as it is.
+    """
     shape = tf.shape(x)
-    y = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), kernel)
+    y = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), kernel, transpose_b=transpose)
     if bias is not None:
         y = y + bias
-    return tf.reshape(y, tf.concat([shape[:-1], [kernel.shape[-1]]], axis=0))
+    out_dim = kernel.shape[0] if transpose else kernel.shape[-1]
+    return tf.reshape(y, tf.concat([shape[:-1], [out_dim]], axis=0))
+
+
+def linear(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor | None = None) -> tf.Tensor:
+    """``x @ weight.T + bias`` for a PyTorch-layout ``weight`` [out, in] (``nn.Linear``)."""
+    return dense(x, weight, bias, transpose=True)
 
 
 class WeightLayer(keras.layers.Layer):

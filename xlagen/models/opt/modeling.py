@@ -21,6 +21,7 @@ from xlagen.models.layers import (
     WeightLayer,
     attend,
     causal_allowed,
+    linear,
     merge_heads,
     split_heads,
     update_cache,
@@ -31,15 +32,6 @@ from xlagen.models.opt.configuration import OPTConfig
 # position p reads row p + 2, and Transformers gives padding tokens position -1 (row 1).
 POSITION_OFFSET = 2
 LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default, which OPT uses
-
-
-def linear(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor | None = None) -> tf.Tensor:
-    """``x @ weight.T + bias`` for a PyTorch-layout ``weight`` [out, in], as one 2-D GEMM."""
-    shape = tf.shape(x)
-    y = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), weight, transpose_b=True)
-    if bias is not None:
-        y = y + bias
-    return tf.reshape(y, tf.concat([shape[:-1], [weight.shape[0]]], axis=0))
 
 
 def mask_positions(attention_mask: tf.Tensor) -> tf.Tensor:

@@ -25,27 +25,20 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from xlagen.modeling_utils import ModelOutput, TFPreTrainedModel, _register_output_tree
+from xlagen.modeling_utils import Seq2SeqLMOutput, TFPreTrainedModel, seq2seq_lm_loss
 from xlagen.models.activations import ACTIVATIONS
-from xlagen.models.layers import NEG_INF, WeightLayer, causal_allowed, merge_heads, split_heads, update_cache
+from xlagen.models.layers import (
+    NEG_INF,
+    WeightLayer,
+    causal_allowed,
+    linear,
+    merge_heads,
+    split_heads,
+    update_cache,
+)
 from xlagen.models.t5.configuration import T5Config
 
 logger = logging.getLogger("xlagen")
-
-
-class Seq2SeqLMOutput(ModelOutput):
-    """Output of an encoder-decoder LM call: ``logits`` [batch, decoder length, vocab],
-    ``encoder_last_hidden_state`` [batch, encoder length, d_model] (and ``loss`` given labels)."""
-
-
-_register_output_tree(Seq2SeqLMOutput)
-
-
-def linear(x: tf.Tensor, weight: tf.Tensor) -> tf.Tensor:
-    """``x @ weight.T`` over the last axis for a PyTorch-layout ``[out, in]`` weight, as one 2-D GEMM."""
-    shape = tf.shape(x)
-    y = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), weight, transpose_b=True)
-    return tf.reshape(y, tf.concat([shape[:-1], [weight.shape[0]]], axis=0))
 
 
 def distance_buckets(num_buckets: int, max_distance: int) -> np.ndarray:
@@ -252,15 +245,6 @@ class T5Stack(WeightLayer):
         return tuple(block.cross_attn.project_kv(encoder_hidden) for block in self.blocks)
 
 
-def _seq2seq_lm_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-    """Mean cross-entropy of ``logits`` against ``labels`` (not shifted), ignoring -100 labels."""
-    labels = tf.cast(labels, tf.int32)
-    valid = tf.not_equal(labels, -100)
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.where(valid, labels, 0), logits=logits)
-    weights = tf.cast(valid, losses.dtype)
-    return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
-
-
 class TFT5ForConditionalGeneration(TFPreTrainedModel):
     """T5 with its language-modelling head (tied to ``shared`` unless the checkpoint unties it)."""
 
@@ -439,7 +423,7 @@ class TFT5ForConditionalGeneration(TFPreTrainedModel):
         logits = self._logits(h)
         out = Seq2SeqLMOutput(logits=logits, encoder_last_hidden_state=encoded["last_hidden_state"])
         if labels is not None:
-            out["loss"] = _seq2seq_lm_loss(logits, labels)
+            out["loss"] = seq2seq_lm_loss(logits, labels)
         return out
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -451,7 +435,7 @@ class TFT5ForConditionalGeneration(TFPreTrainedModel):
             labels = x.get("labels")
         if labels is None:
             raise ValueError("T5 training needs labels: pass them as y or as x['labels']")
-        loss = _seq2seq_lm_loss(y_pred["logits"], labels)
+        loss = seq2seq_lm_loss(y_pred["logits"], labels)
         extra = self.losses
         return loss + tf.add_n(extra) if extra else loss
 
