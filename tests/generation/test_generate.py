@@ -259,7 +259,7 @@ def test_pad_token_past_vocabulary(gpt2_model, gpt2_torch, prompts, reference):
         (dict(do_sample=True, temperature=-1.0), "temperature"),
         (dict(do_sample=True, top_k=-3), "top_k"),
         (dict(do_sample=True, seed=(1, 2, 3)), "seed"),
-        (dict(num_beams=3), "num_beams"),
+        (dict(num_beams=0), "num_beams"),
         (dict(repetition_penalty=0.0), "repetition_penalty"),
         (dict(no_repeat_ngram_size=-1), "no_repeat_ngram_size"),
         (dict(bad_words_ids=[[]]), "bad_words_ids"),

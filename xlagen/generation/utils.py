@@ -537,6 +537,6 @@ class GenerationMixin:
                     self, input_ids, attention_mask, done, params, spec, beam, encoder_inputs
                 )
 
-            program = tf.function(run, jit_compile=True, reduce_retracing=False)
+            program = tf.function(run, jit_compile=True, reduce_retracing=False, autograph=False)
             self._programs[key] = program
         return program
