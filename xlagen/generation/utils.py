@@ -78,6 +78,30 @@ class GenerationMixin:
         self._programs: dict[tuple, Any] = {}
         self._generation_stats = GenerationStats()
 
+    def warmup(
+        self,
+        batch_sizes: tuple[int, ...] = (1,),
+        prompt_lengths: tuple[int, ...] = (16,),
+        max_new_tokens: int = 32,
+        **generate_kwargs: Any,
+    ) -> dict[str, Any]:
+        """Compile the decoding programs of these buckets now, so later calls skip the first-call cost.
+
+        Runs ``generate`` once per (batch size, prompt length) on placeholder prompts with the given
+        options (the shape-changing ones matter: ``num_beams``, ``do_sample``, ``max_new_tokens``...).
+        Decoder-only models only. Returns ``generation_stats()``.
+        """
+        if self.config.is_encoder_decoder:
+            raise ValueError("warmup() builds decoder-only prompts; call generate() once per bucket instead")
+        token = self.generation_config.bos_token_id or 0
+        for batch in batch_sizes:
+            for length in prompt_lengths:
+                ids = np.full(
+                    [_check_int("batch_sizes", batch, 1), _check_int("prompt_lengths", length, 1)], token
+                )
+                self.generate(ids, max_new_tokens=max_new_tokens, **generate_kwargs)
+        return self.generation_stats()
+
     def generation_stats(self) -> dict[str, Any]:
         """Counters of the compiled-program cache (compilations, calls, program keys)."""
         return self._generation_stats.as_dict()
