@@ -36,6 +36,7 @@ class LoopSpec(NamedTuple):
     forced_bos_token_id: int | None = None
     forced_eos_token_ids: tuple[int, ...] = ()
     output_scores: bool = False
+    output_logprobs: bool = False  # per-token log-probabilities (return_dict_in_generate)
     top_k_keep: int = 1  # min_tokens_to_keep of the warpers
     # Model-specific processors (e.g. Whisper's timestamp rules): hashable factories called as
     # ``factory(params, vocab_size) -> LogitsProcessor``, applied after the standard processors.
@@ -131,7 +132,7 @@ def decode(
     tokens = tf.concat([input_ids, tf.fill([batch, capacity], pad)], axis=1)
     valid = tf.concat([attention_mask > 0, tf.zeros([batch, capacity], tf.bool)], axis=1)
     scores_out = tf.zeros([batch, capacity if spec.output_scores else 0, vocab_size])
-    logprobs = tf.zeros([batch, capacity])
+    logprobs = tf.zeros([batch, capacity if spec.output_logprobs else 0])
     zero = tf.constant(0)
 
     def cond(step, tokens, valid, done, logits, cache, scores_out, logprobs):
@@ -147,8 +148,9 @@ def decode(
         valid = dynamic_update_slice(valid, tf.ones([batch, 1], tf.bool), [zero, slot])
         if spec.output_scores:
             scores_out = dynamic_update_slice(scores_out, scores[:, None, :], [zero, step, zero])
-        chosen_logprob = tf.gather(tf.nn.log_softmax(scores), chosen, batch_dims=1)
-        logprobs = dynamic_update_slice(logprobs, tf.where(done, 0.0, chosen_logprob)[:, None], [zero, step])
+        if spec.output_logprobs:
+            chosen_logprob = tf.gather(tf.nn.log_softmax(scores), chosen, batch_dims=1)
+            logprobs = dynamic_update_slice(logprobs, tf.where(done, 0.0, chosen_logprob)[:, None], [zero, step])
         done = tf.logical_or(done, tf.reduce_any(tf.equal(chosen[:, None], eos[None, :]), axis=1))
         logits, cache = model.forward_cached(
             chosen[:, None], (next_position + step)[:, None], full_mask, cache, slot

@@ -275,6 +275,7 @@ class GenerationMixin:
             forced_bos_token_id=gc.forced_bos_token_id,
             forced_eos_token_ids=forced_eos or (),
             output_scores=bool(gc.return_dict_in_generate and gc.output_scores),
+            output_logprobs=gc.return_dict_in_generate,
             top_k_keep=1 + len(gc.eos_token_ids) if gc.num_beams > 1 else 1,
             extra_processors=tuple(self._extra_processors(gc)),
         )
