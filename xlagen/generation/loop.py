@@ -150,7 +150,9 @@ def decode(
             scores_out = dynamic_update_slice(scores_out, scores[:, None, :], [zero, step, zero])
         if spec.output_logprobs:
             chosen_logprob = tf.gather(tf.nn.log_softmax(scores), chosen, batch_dims=1)
-            logprobs = dynamic_update_slice(logprobs, tf.where(done, 0.0, chosen_logprob)[:, None], [zero, step])
+            logprobs = dynamic_update_slice(
+                logprobs, tf.where(done, 0.0, chosen_logprob)[:, None], [zero, step]
+            )
         done = tf.logical_or(done, tf.reduce_any(tf.equal(chosen[:, None], eos[None, :]), axis=1))
         logits, cache = model.forward_cached(
             chosen[:, None], (next_position + step)[:, None], full_mask, cache, slot
