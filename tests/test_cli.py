@@ -32,3 +32,11 @@ def test_bad_arguments_are_reported(gpt2_tokenizer_checkpoint, capsys, tmp_path)
     assert "top_p" in capsys.readouterr().err
     assert main(["generate", "--model", str(tmp_path), "hi"]) == 2
     assert "config.json" in capsys.readouterr().err
+
+
+def test_default_demo_model_prints_real_words(capsys):
+    """The bundled demo GPT-2 (scripts/train_demo_model.py) continues a prompt in KJV English."""
+    assert main(["generate", "And God said", "--max-new-tokens", "16"]) == 0
+    words = capsys.readouterr().out.lower().replace(",", " ").replace(".", " ").split()
+    common = {"the", "and", "unto", "of", "he", "said", "him", "lord", "god", "that", "i", "thee", "thou"}
+    assert sum(w in common for w in words[3:]) >= 4, words
