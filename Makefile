@@ -13,9 +13,9 @@ $(BIN)/xlagen: pyproject.toml
 
 setup: $(BIN)/xlagen
 
-# Set everything up, then run the main job on the default (bundled) model.
+# Set everything up, then run the main job on the default (bundled) model: speech to text.
 demo: setup
-	$(BIN)/xlagen generate "And God said" "In the beginning" --max-new-tokens 40 --timing
+	$(BIN)/xlagen transcribe examples/sample.wav --timing
 
 # Lint, then the whole test suite (what CI runs).
 test: setup

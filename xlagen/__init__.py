@@ -39,6 +39,11 @@ def __getattr__(name: str):
         from xlagen import audio
 
         return getattr(audio, name)
+    # Speech to text (Whisper): transcribe("audio.wav").text
+    if name in ("transcribe", "WhisperPipeline", "TranscriptionResult"):
+        from xlagen.models.whisper import transcribe as _transcribe
+
+        return getattr(_transcribe, name)
     raise AttributeError(f"module 'xlagen' has no attribute {name!r}")
 
 
@@ -63,6 +68,9 @@ __all__ = [
     "TFWhisperForConditionalGeneration",
     "WhisperConfig",
     "WhisperFeatureExtractor",
+    "TranscriptionResult",
+    "WhisperPipeline",
     "WhisperProcessor",
     "load_audio",
+    "transcribe",
 ]

