@@ -640,7 +640,7 @@ def test_missing_tokenizer_files(tmp_path: Path) -> None:
         AutoTokenizer.from_pretrained(tmp_path)
     message = str(info.value)
     assert str(tmp_path) in message and "tokenizer.json" in message and "vocab.json" in message
-    (tmp_path / "spiece.model").write_bytes(b"\x00")
+    (tmp_path / "tokenizer.model").write_bytes(b"\x00")  # LLaMA-style SentencePiece: not converted
     with pytest.raises(OSError, match=r"tokenizer\.json"):
         AutoTokenizer.from_pretrained(tmp_path)
     with pytest.raises(OSError):

@@ -3,7 +3,8 @@
 The heavy lifting (normalization, pre-tokenization, BPE/Unigram/WordPiece models, post-processing
 templates, padding and truncation) is done by the Rust ``tokenizers`` library, exactly as in
 Transformers. This module only reproduces Transformers' loading rules (``tokenizer.json``,
-``tokenizer_config.json``, ``special_tokens_map.json``, GPT-2 ``vocab.json`` + ``merges.txt``) and its
+``tokenizer_config.json``, ``special_tokens_map.json``, GPT-2 ``vocab.json`` + ``merges.txt``, T5
+``spiece.model`` via :mod:`xlagen.sentencepiece_conversion`) and its
 call conventions, so that code written against ``transformers.AutoTokenizer`` works after changing the
 import only. ``transformers`` itself is never imported.
 
@@ -49,6 +50,11 @@ ADDED_TOKENS_FILE = "added_tokens.json"
 VOCAB_FILE = "vocab.json"
 MERGES_FILE = "merges.txt"
 _SENTENCEPIECE_FILES = ("spiece.model", "tokenizer.model", "sentencepiece.bpe.model")
+_T5_SPIECE_FILE = "spiece.model"
+# Tokenizer classes / model types whose spiece.model xlagen converts (T5's pipeline); other models that
+# ship a spiece.model (ALBERT, XLNet, Pegasus...) post-process differently and still need a tokenizer.json.
+_T5_TOKENIZER_CLASSES = frozenset({"T5Tokenizer", "MT5Tokenizer", "UMT5Tokenizer"})
+_T5_MODEL_TYPES = frozenset({"t5", "mt5", "umt5", "longt5", "switch_transformers"})
 
 # Same sentinels as Transformers: "no limit" for model_max_length, and the threshold above which a
 # model_max_length is considered unset (so truncation/max_length padding silently turn off).
@@ -562,7 +568,8 @@ class PreTrainedTokenizerFast:
     ) -> PreTrainedTokenizerFast:
         """Load a tokenizer from a local directory or a model already in the local Hugging Face cache.
 
-        Reads ``tokenizer.json`` if present, otherwise GPT-2 style ``vocab.json`` + ``merges.txt``, plus
+        Reads ``tokenizer.json`` if present, otherwise GPT-2 style ``vocab.json`` + ``merges.txt`` or a T5
+        SentencePiece ``spiece.model`` (converted like Transformers' T5 tokenizer), plus
         ``tokenizer_config.json`` / ``special_tokens_map.json`` / ``added_tokens.json``. Keyword
         arguments (``padding_side``, ``pad_token``, ``model_max_length``, ...) override the config.
         Download-related options (``revision``, ``cache_dir``, ``use_fast``...) are accepted and ignored.
@@ -585,7 +592,9 @@ class PreTrainedTokenizerFast:
         tokenizer_json = directory / TOKENIZER_FILE
         has_tokenizer_json = tokenizer_json.is_file()
         has_bpe_files = (directory / VOCAB_FILE).is_file() and (directory / MERGES_FILE).is_file()
-        if not has_tokenizer_json and not has_bpe_files:
+        spiece_model = directory / _T5_SPIECE_FILE
+        has_spiece = spiece_model.is_file()
+        if not has_tokenizer_json and not has_bpe_files and not has_spiece:
             spm = [name for name in _SENTENCEPIECE_FILES if (directory / name).is_file()]
             if spm:
                 raise OSError(
@@ -670,6 +679,8 @@ class PreTrainedTokenizerFast:
                     config["add_prefix_space"] = bool(config.get("add_prefix_space") or False)
                 else:
                     config.pop("add_prefix_space", None)
+        elif not has_bpe_files:
+            backend = _build_t5_sentencepiece(directory, spiece_model, config, tokenizer_class)
         else:
             backend = _build_gpt2_bpe(directory, bool(config.get("add_prefix_space") or False))
             # Transformers' GPT2Tokenizer defaults; only the GPT-2 family ships bare vocab/merges files.
@@ -1376,6 +1387,43 @@ def _build_gpt2_bpe(directory: Path, add_prefix_space: bool) -> Tokenizer:
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
     tokenizer.decoder = decoders.ByteLevel()
     return tokenizer
+
+
+def _build_t5_sentencepiece(
+    directory: Path, spiece_model: Path, config: dict[str, Any], tokenizer_class: str | None
+) -> Tokenizer:
+    """T5 fast tokenizer from ``spiece.model`` (Transformers' T5 conversion); fills ``config`` defaults."""
+    model_type = None
+    if tokenizer_class is None and (directory / "config.json").is_file():
+        model_config = _read_json(directory / "config.json", "model config")
+        model_type = model_config.get("model_type") if isinstance(model_config, dict) else None
+    if (
+        tokenizer_class is not None and tokenizer_class.removesuffix("Fast") not in _T5_TOKENIZER_CLASSES
+    ) or (model_type is not None and model_type not in _T5_MODEL_TYPES):
+        raise OSError(
+            f"{str(directory)!r} only has a SentencePiece model ({_T5_SPIECE_FILE}) for "
+            f"{tokenizer_class or model_type}; xlagen converts T5 SentencePiece models only and needs a "
+            f"{TOKENIZER_FILE} for others. Create it once with Transformers: "
+            f"AutoTokenizer.from_pretrained({str(directory)!r}).save_pretrained({str(directory)!r})."
+        )
+    from xlagen.sentencepiece_conversion import convert_t5_sentencepiece, t5_sentinel_tokens
+
+    # Transformers' T5Tokenizer defaults.
+    for key, default in (("eos_token", "</s>"), ("unk_token", "<unk>"), ("pad_token", "<pad>")):
+        config.setdefault(key, default)
+    extra_ids = config.get("extra_ids")
+    extra_ids = 100 if extra_ids is None else int(extra_ids)
+    backend = convert_t5_sentencepiece(
+        spiece_model,
+        extra_ids=extra_ids,
+        eos_token="</s>",
+        legacy=config.get("legacy") is not False,
+    )
+    # The sentinels are T5's extra special tokens unless the config lists its own (which then include them).
+    extras = list(config.get("extra_special_tokens") or [])
+    if not any("<extra_id_" in str(token) for token in extras):
+        config["extra_special_tokens"] = extras + t5_sentinel_tokens(extra_ids)
+    return backend
 
 
 _INIT_KEYS = frozenset(
