@@ -37,8 +37,18 @@ class BeamOutput(NamedTuple):
     scores: tf.Tensor | None  # [batch * num_beams, capacity, vocab] processed log-probs per step
 
 
-def reorder_cache(cache, flat_index: tf.Tensor):
-    """Pick cache rows (batch axis 0) for the surviving beams: one gather per tensor of the nest."""
+def reorder_cache(cache, flat_index: tf.Tensor, beam_invariant: tuple[str, ...] = ()):
+    """Pick cache rows (batch axis 0) for the surviving beams: one gather per tensor of the nest.
+
+    Top-level entries named in ``beam_invariant`` (a model's ``beam_invariant_cache_keys``, e.g.
+    cross-attention K/V) are identical for every beam of an input, and a beam's parent is always a
+    beam of the same input, so they are left as they are instead of being copied every step.
+    """
+    if isinstance(cache, dict) and beam_invariant:
+        return {
+            name: part if name in beam_invariant else reorder_cache(part, flat_index)
+            for name, part in cache.items()
+        }
     return tf.nest.map_structure(lambda t: tf.gather(t, flat_index, axis=0), cache)
 
 
@@ -155,7 +165,7 @@ def beam_decode(
 
         # Reorder the cache to the surviving beams, then feed their new tokens.
         flat_parent = tf.reshape(running_parent + tf.range(batch)[:, None] * k, [-1])
-        cache = reorder_cache(cache, flat_parent)
+        cache = reorder_cache(cache, flat_parent, getattr(model, "beam_invariant_cache_keys", ()))
         valid = dynamic_update_slice(valid, tf.ones([batch * k, 1], tf.bool), [zero, slot])
         new_tokens = tf.reshape(tf.gather(running, slot, axis=2), [-1, 1])
         logits, cache = model.forward_cached(

@@ -248,6 +248,9 @@ class T5Stack(WeightLayer):
 class TFT5ForConditionalGeneration(TFPreTrainedModel):
     """T5 with its language-modelling head (tied to ``shared`` unless the checkpoint unties it)."""
 
+    # Cache entries shared by all beams of an input: beam search does not reorder them.
+    beam_invariant_cache_keys = ("cross", "encoder_mask")
+
     config_class = T5Config
     # Copies of ``shared.weight`` some files carry, and a weight Transformers drops as unused.
     ignored_checkpoint_keys = (

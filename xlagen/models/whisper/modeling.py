@@ -197,6 +197,9 @@ def _seq2seq_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
 class TFWhisperForConditionalGeneration(TFPreTrainedModel):
     """Whisper with its language-modelling head ``proj_out`` (tied to ``model.decoder.embed_tokens``)."""
 
+    # Cache entries shared by all beams of an input: beam search does not reorder them.
+    beam_invariant_cache_keys = ("cross",)
+
     config_class = WhisperConfig
     main_input_name = "input_features"
 
