@@ -86,8 +86,11 @@ def beam_decode(
         return tf.repeat(t, k, axis=0)
 
     flat_ids, flat_mask = expand(input_ids), expand(attention_mask)
-    enc = None if encoder_inputs is None else {n: expand(t) for n, t in encoder_inputs.items()}
-    logits, cache, full_mask, next_position = prefill(model, flat_ids, flat_mask, capacity, enc)
+    # The encoder runs once per input; its outputs (batch-major) are then repeated for the beams.
+    enc = None if encoder_inputs is None else tf.nest.map_structure(expand, model.encode(**encoder_inputs))
+    logits, cache, full_mask, next_position = prefill(
+        model, flat_ids, flat_mask, capacity, encoder_outputs=enc
+    )
     processors = build_processors(spec, params, vocab)
 
     slots = flat_ids.shape[1] + capacity if flat_ids.shape[1] is not None else prompt_len + capacity

@@ -86,8 +86,12 @@ def build_processors(spec: LoopSpec, params: dict, vocab_size: int) -> lp.Logits
     return procs
 
 
-def prefill(model, input_ids, attention_mask, capacity: int, encoder_inputs: dict | None = None):
+def prefill(
+    model, input_ids, attention_mask, capacity: int, encoder_inputs: dict | None = None, encoder_outputs=None
+):
     """Allocate the cache for prompt + ``capacity`` slots and run the prompt through it.
+
+    Encoder-decoder models get ``encoder_outputs``, or compute them here from ``encoder_inputs``.
 
     Returns (last logits [B, 1, V], cache, attention mask over all slots [B, L], next position [B]).
     """
@@ -95,10 +99,12 @@ def prefill(model, input_ids, attention_mask, capacity: int, encoder_inputs: dic
     prompt_len = input_ids.shape[1] if input_ids.shape[1] is not None else tf.shape(input_ids)[1]
     full_mask = tf.concat([attention_mask, tf.ones([tf.shape(input_ids)[0], capacity], tf.int32)], axis=1)
     positions = tf.maximum(tf.cumsum(attention_mask, axis=1) - 1, 0)
-    if encoder_inputs is None:
+    if encoder_outputs is None and encoder_inputs is not None:
+        encoder_outputs = model.encode(**encoder_inputs)
+    if encoder_outputs is None:
         cache = model.init_cache(batch, prompt_len + capacity)
     else:
-        cache = model.init_cache(batch, prompt_len + capacity, model.encode(**encoder_inputs))
+        cache = model.init_cache(batch, prompt_len + capacity, encoder_outputs)
     logits, cache = model.forward_cached(input_ids, positions, full_mask, cache, 0)
     return logits, cache, full_mask, tf.reduce_sum(attention_mask, axis=1)
 
