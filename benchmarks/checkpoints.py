@@ -92,8 +92,10 @@ def main(argv: list[str]) -> None:
     for model in MODEL_CONFIGS:
         path = make(model, quick, root)
         meta = json.loads((path / "meta.json").read_text())
-        print(f"{path}: {meta['parameters'] / 1e6:.1f} M parameters, "
-              f"{meta['decode_weight_bytes'] / 1e6:.0f} MB read per decode step")
+        print(
+            f"{path}: {meta['parameters'] / 1e6:.1f} M parameters, "
+            f"{meta['decode_weight_bytes'] / 1e6:.0f} MB read per decode step"
+        )
 
 
 if __name__ == "__main__":

@@ -102,8 +102,10 @@ def main(argv: list[str]) -> None:
     args = ap.parse_args(argv)
     if args.xla_flags is not None:
         os.environ["XLA_FLAGS"] = args.xla_flags
-    print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}  threads {args.threads or 'default'}  "
-          f"load {os.getloadavg()[0]:.1f}")
+    print(
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}  threads {args.threads or 'default'}  "
+        f"load {os.getloadavg()[0]:.1f}"
+    )
     recs = probe([int(r) for r in args.rows.split(",")], args.threads)
     if args.json:
         with open(args.json, "w") as f:

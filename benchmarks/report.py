@@ -161,7 +161,9 @@ def markdown(doc: dict) -> str:
             bits.append(f"{w['xlagen_vs_tf4_eager']:.1f}× Transformers 4 TF eager")
         if "xlagen_first_call_vs_tf4_xla" in w:
             bits.append(f"first call {w['xlagen_first_call_vs_tf4_xla']:.2f}× tf4 XLA's")
-        ours = next((r for r in results if r["workload"] == name and r["system"] == OURS and r.get("ok")), None)
+        ours = next(
+            (r for r in results if r["workload"] == name and r["system"] == OURS and r.get("ok")), None
+        )
         if ours and "step_x_floor" in ours:
             bits.append(f"step {ours['step_x_floor']:.2f}× the memory floor")
         if bits:
@@ -214,7 +216,9 @@ def _draw(doc_path: str, png: str) -> None:
     if asr:
         panels.append((asr, "median_s", "end-to-end seconds (lower is better)"))
     fig, axes = plt.subplots(
-        len(panels), 1, figsize=(max(8, 1.1 * max(len(p[0]) for p in panels)) + 5, 4.5 * len(panels)),
+        len(panels),
+        1,
+        figsize=(max(8, 1.1 * max(len(p[0]) for p in panels)) + 5, 4.5 * len(panels)),
         squeeze=False,
     )
     for ax, (names, key, ylabel) in zip(axes[:, 0], panels):
@@ -227,8 +231,15 @@ def _draw(doc_path: str, png: str) -> None:
                 if r:
                     xs.append(i + (k - (len(present) - 1) / 2) * width)
                     ys.append(r[key])
-            ax.bar(xs, ys, width, label=SYSTEM_LABELS.get(s, s), color=colors[s],
-                   edgecolor="black" if s == OURS else None, linewidth=1.5 if s == OURS else 0)
+            ax.bar(
+                xs,
+                ys,
+                width,
+                label=SYSTEM_LABELS.get(s, s),
+                color=colors[s],
+                edgecolor="black" if s == OURS else None,
+                linewidth=1.5 if s == OURS else 0,
+            )
         ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
         ax.set_ylabel(ylabel)
         if key == "tokens_per_s":

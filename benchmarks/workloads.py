@@ -17,27 +17,57 @@ MODEL_CONFIGS = {
     "gpt2": {  # GPT-2 small, 124 M parameters
         "full": dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12),
         "quick": dict(
-            vocab_size=1024, n_positions=128, n_embd=64, n_layer=2, n_head=4, bos_token_id=1023, eos_token_id=1023,
+            vocab_size=1024,
+            n_positions=128,
+            n_embd=64,
+            n_layer=2,
+            n_head=4,
+            bos_token_id=1023,
+            eos_token_id=1023,
         ),
     },
     "opt": {  # OPT-125m
         "full": dict(
-            vocab_size=50272, hidden_size=768, num_hidden_layers=12, ffn_dim=3072,
-            num_attention_heads=12, max_position_embeddings=2048, word_embed_proj_dim=768,
+            vocab_size=50272,
+            hidden_size=768,
+            num_hidden_layers=12,
+            ffn_dim=3072,
+            num_attention_heads=12,
+            max_position_embeddings=2048,
+            word_embed_proj_dim=768,
         ),
         "quick": dict(
-            vocab_size=1024, hidden_size=64, num_hidden_layers=2, ffn_dim=256,
-            num_attention_heads=4, max_position_embeddings=128, word_embed_proj_dim=64,
+            vocab_size=1024,
+            hidden_size=64,
+            num_hidden_layers=2,
+            ffn_dim=256,
+            num_attention_heads=4,
+            max_position_embeddings=128,
+            word_embed_proj_dim=64,
         ),
     },
     "t5": {  # T5-small, 60 M parameters
         "full": dict(
-            vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_decoder_layers=6,
-            num_heads=8, feed_forward_proj="relu", tie_word_embeddings=True,
+            vocab_size=32128,
+            d_model=512,
+            d_kv=64,
+            d_ff=2048,
+            num_layers=6,
+            num_decoder_layers=6,
+            num_heads=8,
+            feed_forward_proj="relu",
+            tie_word_embeddings=True,
         ),
         "quick": dict(
-            vocab_size=1024, d_model=64, d_kv=16, d_ff=256, num_layers=2, num_decoder_layers=2,
-            num_heads=4, feed_forward_proj="relu", tie_word_embeddings=True,
+            vocab_size=1024,
+            d_model=64,
+            d_kv=16,
+            d_ff=256,
+            num_layers=2,
+            num_decoder_layers=2,
+            num_heads=4,
+            feed_forward_proj="relu",
+            tie_word_embeddings=True,
         ),
     },
 }
@@ -59,8 +89,14 @@ def workloads(quick: bool) -> list[dict]:
         for beams in (1,) if quick else (1, 5):
             mode = "greedy" if beams == 1 else f"beam{beams}"
             out.append(
-                dict(name=f"whisper-{seconds}s-{mode}", model="whisper", batch=1, seconds=seconds,
-                     num_beams=beams, max_new_tokens=128)
+                dict(
+                    name=f"whisper-{seconds}s-{mode}",
+                    model="whisper",
+                    batch=1,
+                    seconds=seconds,
+                    num_beams=beams,
+                    max_new_tokens=128,
+                )
             )
     return out
 

@@ -79,7 +79,9 @@ def main(argv: list[str]) -> None:
     args = ap.parse_args(argv)
     model = args.model or checkpoint_dir("gpt2", args.quick)
     if not (model / "config.json").is_file():
-        sys.exit(f"{model}: no checkpoint (python -m benchmarks.checkpoints{' --quick' if args.quick else ''})")
+        sys.exit(
+            f"{model}: no checkpoint (python -m benchmarks.checkpoints{' --quick' if args.quick else ''})"
+        )
     env = {k: v for k, v in os.environ.items() if k != "TF_XLA_FLAGS"}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     out = []
@@ -99,20 +101,34 @@ def main(argv: list[str]) -> None:
             t0 = time.perf_counter()
             proc = subprocess.run(
                 [sys.executable, "-c", CHILD, case, str(d), str(model), str(args.batch), str(args.new)],
-                cwd=REPO, env=env, capture_output=True, text=True,
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                text=True,
             )
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
             if line is None:
                 print(case, "failed:", proc.stderr[-1500:])
                 continue
-            rec = {"case": case, **json.loads(line[7:]), "process_s": time.perf_counter() - t0,
-                   "cache_files_before": before, "cache_files_after": _files(d), "load_avg": os.getloadavg()[0]}
+            rec = {
+                "case": case,
+                **json.loads(line[7:]),
+                "process_s": time.perf_counter() - t0,
+                "cache_files_before": before,
+                "cache_files_after": _files(d),
+                "load_avg": os.getloadavg()[0],
+            }
             out.append(rec)
-            print(f"{case:<20} first call {rec['first_call_s']:6.2f} s, second {rec['second_call_s']:6.2f} s, "
-                  f"cache files {before} -> {rec['cache_files_after']}, load {rec['load_avg']:.1f}", flush=True)
+            print(
+                f"{case:<20} first call {rec['first_call_s']:6.2f} s, second {rec['second_call_s']:6.2f} s, "
+                f"cache files {before} -> {rec['cache_files_after']}, load {rec['load_avg']:.1f}",
+                flush=True,
+            )
     dest = REPO / "benchmarks" / "results" / "tmp" / "xla_cache_probe.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps({"model": str(model), "batch": args.batch, "new": args.new, "cases": out}, indent=1))
+    dest.write_text(
+        json.dumps({"model": str(model), "batch": args.batch, "new": args.new, "cases": out}, indent=1)
+    )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,13 @@ def run(spec: dict) -> dict:
 
     def transcribe() -> tuple[str, int]:
         segments, _ = model.transcribe(
-            audio, language="en", beam_size=beams, temperature=0.0, without_timestamps=True,
-            vad_filter=False, condition_on_previous_text=False,
+            audio,
+            language="en",
+            beam_size=beams,
+            temperature=0.0,
+            without_timestamps=True,
+            vad_filter=False,
+            condition_on_previous_text=False,
         )
         segments = list(segments)  # a generator: decoding happens here
         text = " ".join(s.text.strip() for s in segments)

@@ -28,16 +28,22 @@ def build(model: str, cfg: dict):
 
     if model == "gpt2":
         backbone = keras_hub.models.GPT2Backbone(
-            vocabulary_size=cfg["vocab_size"], num_layers=cfg["n_layer"], num_heads=cfg["n_head"],
-            hidden_dim=cfg["n_embd"], intermediate_dim=4 * cfg["n_embd"],
+            vocabulary_size=cfg["vocab_size"],
+            num_layers=cfg["n_layer"],
+            num_heads=cfg["n_head"],
+            hidden_dim=cfg["n_embd"],
+            intermediate_dim=4 * cfg["n_embd"],
             max_sequence_length=cfg["n_positions"],
         )
         return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
     if model == "opt":
         backbone = keras_hub.models.OPTBackbone(
-            vocabulary_size=cfg["vocab_size"], num_layers=cfg["num_hidden_layers"],
-            num_heads=cfg["num_attention_heads"], hidden_dim=cfg["hidden_size"],
-            intermediate_dim=cfg["ffn_dim"], max_sequence_length=cfg["max_position_embeddings"],
+            vocabulary_size=cfg["vocab_size"],
+            num_layers=cfg["num_hidden_layers"],
+            num_heads=cfg["num_attention_heads"],
+            hidden_dim=cfg["hidden_size"],
+            intermediate_dim=cfg["ffn_dim"],
+            max_sequence_length=cfg["max_position_embeddings"],
         )
         return keras_hub.models.OPTCausalLM(backbone=backbone, preprocessor=None)
     raise ValueError(f"keras-hub runner has no {model}")

@@ -42,14 +42,20 @@ def run(spec: dict) -> dict:
     def call(n: int) -> int:
         with torch.inference_mode():
             out = model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=n, num_beams=w["num_beams"],
-                do_sample=False, **options,
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=n,
+                num_beams=w["num_beams"],
+                do_sample=False,
+                **options,
             )
         return generated_length(out.numpy()[:, skip:], meta["eos_token_ids"])
 
     rec = harness.measure_generation(call, spec)
     rec.update(
-        load_s=load_s, torch_threads=torch.get_num_threads(), versions=harness.versions("transformers", "torch")
+        load_s=load_s,
+        torch_threads=torch.get_num_threads(),
+        versions=harness.versions("transformers", "torch"),
     )
     return rec
 

@@ -22,7 +22,11 @@ def long_form_transcribe(model, processor, audio: np.ndarray, num_beams: int) ->
     if pipeline is None:
         pipeline = _PIPELINE[id(model)] = xlagen.WhisperPipeline(model, processor)
     result = pipeline.transcribe(
-        audio, language="en", beam_size=num_beams, timestamps=False, temperature=0.0,
+        audio,
+        language="en",
+        beam_size=num_beams,
+        timestamps=False,
+        temperature=0.0,
         condition_on_previous_text=False,
     )
     return result.text.strip(), sum(len(s.tokens) for s in result.segments)
@@ -55,7 +59,9 @@ def run_whisper(spec: dict, jit: bool) -> dict:
         return processor.batch_decode(ids[None], skip_special_tokens=True)[0].strip(), len(ids) - prompt
 
     rec = harness.measure_transcription(transcribe, spec, seconds)
-    rec.update(load_s=load_s, generation_stats=_stats(model), versions=harness.versions("xlagen", "tensorflow"))
+    rec.update(
+        load_s=load_s, generation_stats=_stats(model), versions=harness.versions("xlagen", "tensorflow")
+    )
     return rec
 
 
@@ -84,13 +90,19 @@ def run(spec: dict) -> dict:
 
     def call(n: int) -> int:
         out = model.generate(
-            ids, attention_mask=mask, max_new_tokens=n, num_beams=w["num_beams"], do_sample=False,
+            ids,
+            attention_mask=mask,
+            max_new_tokens=n,
+            num_beams=w["num_beams"],
+            do_sample=False,
             jit_compile=jit,
         )
         return generated_length(np.asarray(out)[:, skip:], meta["eos_token_ids"])
 
     rec = harness.measure_generation(call, spec)
-    rec.update(load_s=load_s, generation_stats=_stats(model), versions=harness.versions("xlagen", "tensorflow"))
+    rec.update(
+        load_s=load_s, generation_stats=_stats(model), versions=harness.versions("xlagen", "tensorflow")
+    )
     return rec
 
 
