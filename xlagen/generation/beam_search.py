@@ -3,8 +3,9 @@
 Same algorithm and stopping rules as Transformers' vectorised beam search: each step keeps the
 ``2 * num_beams`` (more with several EOS ids) best continuations, the best ``num_beams`` that did
 not stop keep running, and those that stopped compete for the ``num_beams`` finished slots with a
-length-penalised score. The KV cache holds ``batch * num_beams`` rows (batch axis 0) and is
-reordered each step with one gather, whatever the model's cache nest looks like.
+length-penalised score. The KV cache holds ``batch * num_beams`` rows on axis 0 (each row may be
+split in a fixed number of sub-rows, e.g. heads) and is reordered each step with one gather per
+tensor, whatever the model's cache nest looks like.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class BeamOutput(NamedTuple):
 
 
 def reorder_cache(cache, flat_index: tf.Tensor, beam_invariant: tuple[str, ...] = ()):
-    """Pick cache rows (batch axis 0) for the surviving beams: one gather per tensor of the nest.
+    """Pick cache rows (axis 0) for the surviving beams: one gather per tensor of the nest.
 
     Top-level entries named in ``beam_invariant`` (a model's ``beam_invariant_cache_keys``, e.g.
     cross-attention K/V) are identical for every beam of an input, and a beam's parent is always a
@@ -49,7 +50,15 @@ def reorder_cache(cache, flat_index: tf.Tensor, beam_invariant: tuple[str, ...] 
             name: part if name in beam_invariant else reorder_cache(part, flat_index)
             for name, part in cache.items()
         }
-    return tf.nest.map_structure(lambda t: tf.gather(t, flat_index, axis=0), cache)
+    return tf.nest.map_structure(lambda t: _gather_rows(t, flat_index), cache)
+
+
+def _gather_rows(t: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    """Rows ``index`` of ``t``, whose axis 0 holds len(index) rows, each possibly split in equal
+    consecutive sub-rows ([batch * heads, L, D] self-attention caches): one gather of whole rows."""
+    rows = tf.shape(index)[0]
+    picked = tf.gather(tf.reshape(t, [rows, -1]), index, axis=0)
+    return tf.reshape(picked, tf.shape(t))
 
 
 def _gather_beams(tensor: tf.Tensor, index: tf.Tensor) -> tf.Tensor:

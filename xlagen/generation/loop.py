@@ -2,7 +2,8 @@
 
 It works on any model offering the cached-decoding protocol:
 
-* ``init_cache(batch, max_length[, encoder_outputs])`` -> a nest of tensors, batch on axis 0,
+* ``init_cache(batch, max_length[, encoder_outputs])`` -> a nest of tensors, batch rows on axis 0
+  (a row may span several consecutive sub-rows, e.g. one per head),
 * ``forward_cached(ids, positions, attention_mask, cache, cache_index)`` -> (last logits, cache),
 * ``encode(**encoder_inputs)`` (encoder-decoder models only), run once.
 

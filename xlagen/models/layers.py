@@ -82,25 +82,56 @@ def merge_heads(x: tf.Tensor) -> tf.Tensor:
     return tf.reshape(x, [b, t, x.shape[2] * x.shape[3]])
 
 
+def kv_cache(batch: int, heads: int, length: int, head_dim: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """A zeroed self-attention cache (keys, values), each [batch * heads, length, head_dim].
+
+    Rows are (batch, head) pairs, batch-major. Attention then reads the buffer the step updated
+    with no reshape: a 4-D [B, H, L, D] buffer made XLA fuse the update into the reshape the
+    batched dot needs, which cost two copies of every cache buffer per decode step.
+    """
+    shape = [batch * heads, length, head_dim]
+    return tf.zeros(shape), tf.zeros(shape)
+
+
 def update_cache(cache: tf.Tensor, new: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
-    """Write ``new`` [B, H, T, D] into the static ``cache`` [B, H, L, D] at slot ``index``."""
+    """Write ``new`` [B, H, T, D] into the static ``cache`` [B * H, L, D] at slot ``index``."""
     zero = tf.zeros([], tf.int32)
-    return dynamic_update_slice(
-        cache, tf.cast(new, cache.dtype), [zero, zero, tf.cast(index, tf.int32), zero]
-    )
+    rows = tf.reshape(tf.cast(new, cache.dtype), [-1, tf.shape(new)[2], cache.shape[-1]])
+    return dynamic_update_slice(cache, rows, [zero, tf.cast(index, tf.int32), zero])
 
 
 def attend(
-    q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, allowed: tf.Tensor, scale: float, dropout=None
+    q: tf.Tensor,
+    k: tf.Tensor,
+    v: tf.Tensor,
+    allowed: tf.Tensor | None,
+    scale: float,
+    dropout=None,
+    bias: tf.Tensor | None = None,
 ) -> tf.Tensor:
-    """Scaled dot-product attention. q [B,H,T,D], k/v [B,H,S,D], allowed [B,1,T,S] bool."""
+    """Scaled dot-product attention: q [B,H,T,D]; k/v [B,H,S,D] or a cache's [B*H,S,D].
+
+    ``allowed`` [B,1,T,S] bool (None: every key), ``bias`` added to the scaled scores
+    (T5's relative positions). Returns [B,H,T,D].
+    """
+    b, h, t, d = tf.shape(q)[0], tf.shape(q)[1], tf.shape(q)[2], q.shape[-1]
+    flat = k.shape.rank == 3
+    if flat:
+        q = tf.reshape(q, [-1, t, d])
     scores = tf.matmul(q, k, transpose_b=True)
+    if flat:
+        scores = tf.reshape(scores, [b, h, t, tf.shape(k)[1]])
     if scale != 1.0:
         scores = scores * scale
-    scores = tf.where(allowed, scores, NEG_INF)
+    if bias is not None:
+        scores = scores + bias
+    if allowed is not None:
+        scores = tf.where(allowed, scores, NEG_INF)
     probs = tf.nn.softmax(scores, axis=-1)
     if dropout is not None:
         probs = dropout(probs)
+    if flat:
+        return tf.reshape(tf.matmul(tf.reshape(probs, [-1, t, tf.shape(k)[1]]), v), [b, h, t, d])
     return tf.matmul(probs, v)
 
 

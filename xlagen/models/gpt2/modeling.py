@@ -20,6 +20,7 @@ from xlagen.models.layers import (
     attend,
     causal_allowed,
     dense,
+    kv_cache,
     merge_heads,
     split_heads,
     update_cache,
@@ -156,10 +157,11 @@ class TFGPT2LMHeadModel(TFPreTrainedModel):
 
     # -- cached decoding protocol (used by xlagen.generation) -----------------------------------
     def init_cache(self, batch_size: int, max_length: int):
-        """Zeroed key/value cache: one (k, v) pair of [batch, heads, max_length, head_dim] per layer."""
+        """Zeroed key/value cache: one (k, v) pair of [batch * heads, max_length, head_dim] per layer."""
         c = self.config
-        shape = [batch_size, c.n_head, max_length, c.n_embd // c.n_head]
-        return tuple((tf.zeros(shape), tf.zeros(shape)) for _ in range(c.n_layer))
+        return tuple(
+            kv_cache(batch_size, c.n_head, max_length, c.n_embd // c.n_head) for _ in range(c.n_layer)
+        )
 
     def forward_cached(self, input_ids, position_ids, attention_mask, cache, cache_index, last_only=True):
         """Run ``input_ids`` [B, T] at cache slots ``cache_index``.. and return (logits, new cache).

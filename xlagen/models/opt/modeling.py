@@ -21,6 +21,7 @@ from xlagen.models.layers import (
     WeightLayer,
     attend,
     causal_allowed,
+    kv_cache,
     linear,
     merge_heads,
     split_heads,
@@ -222,10 +223,12 @@ class TFOPTForCausalLM(TFPreTrainedModel):
 
     # -- cached decoding protocol (used by xlagen.generation) -----------------------------------
     def init_cache(self, batch_size: int, max_length: int):
-        """Zeroed key/value cache: one (k, v) pair of [batch, heads, max_length, head_dim] per layer."""
+        """Zeroed key/value cache: one (k, v) pair of [batch * heads, max_length, head_dim] per layer."""
         c = self.config
-        shape = [batch_size, c.num_attention_heads, max_length, c.head_dim]
-        return tuple((tf.zeros(shape), tf.zeros(shape)) for _ in range(c.num_hidden_layers))
+        return tuple(
+            kv_cache(batch_size, c.num_attention_heads, max_length, c.head_dim)
+            for _ in range(c.num_hidden_layers)
+        )
 
     def forward_cached(self, input_ids, position_ids, attention_mask, cache, cache_index, last_only=True):
         """Run ``input_ids`` [B, T] at cache slots ``cache_index``.. and return (logits, new cache).

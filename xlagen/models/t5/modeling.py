@@ -28,9 +28,10 @@ import tensorflow as tf
 from xlagen.modeling_utils import Seq2SeqLMOutput, TFPreTrainedModel, seq2seq_lm_loss
 from xlagen.models.activations import ACTIVATIONS
 from xlagen.models.layers import (
-    NEG_INF,
     WeightLayer,
+    attend,
     causal_allowed,
+    kv_cache,
     linear,
     merge_heads,
     split_heads,
@@ -140,13 +141,9 @@ class T5Attention(WeightLayer):
                 cache = (k, v)
         else:
             k, v = kv
-        scores = tf.matmul(q, k, transpose_b=True)  # T5 does not scale by 1/sqrt(d_kv)
-        if bias is not None:
-            scores = scores + bias
-        probs = tf.nn.softmax(tf.where(allowed, scores, NEG_INF), axis=-1)
-        if training:
-            probs = self.attn_dropout(probs, training=training)
-        return linear(merge_heads(tf.matmul(probs, v)), self.o_w), cache
+        dropout = (lambda p: self.attn_dropout(p, training=training)) if training else None
+        out = attend(q, k, v, allowed, 1.0, dropout, bias=bias)  # T5 does not scale by 1/sqrt(d_kv)
+        return linear(merge_heads(out), self.o_w), cache
 
 
 class T5FeedForward(WeightLayer):
@@ -449,9 +446,10 @@ class TFT5ForConditionalGeneration(TFPreTrainedModel):
         if encoder_outputs is None:
             raise ValueError("TFT5ForConditionalGeneration.init_cache needs encoder_outputs (from encode())")
         c = self.config
-        shape = [batch_size, c.num_heads, max_length, c.d_kv]
         return {
-            "self": tuple((tf.zeros(shape), tf.zeros(shape)) for _ in range(c.num_decoder_layers)),
+            "self": tuple(
+                kv_cache(batch_size, c.num_heads, max_length, c.d_kv) for _ in range(c.num_decoder_layers)
+            ),
             "cross": self.decoder.cross_kv(encoder_outputs["last_hidden_state"]),
             "encoder_mask": tf.cast(encoder_outputs["attention_mask"], tf.int32),
         }

@@ -30,6 +30,7 @@ from xlagen.models.layers import (
     WeightLayer,
     attend,
     causal_allowed,
+    kv_cache,
     merge_heads,
     split_heads,
     update_cache,
@@ -395,10 +396,11 @@ class TFWhisperForConditionalGeneration(TFPreTrainedModel):
         """Self-attention K/V buffers of ``max_length`` slots and cross-attention K/V of the encoder output."""
         c = self.config
         heads = c.decoder_attention_heads
-        shape = [batch_size, heads, max_length, c.d_model // heads]
         enc = encoder_outputs["last_hidden_state"]
         return {
-            "self": tuple((tf.zeros(shape), tf.zeros(shape)) for _ in range(c.decoder_layers)),
+            "self": tuple(
+                kv_cache(batch_size, heads, max_length, c.d_model // heads) for _ in range(c.decoder_layers)
+            ),
             "cross": tuple(layer.encoder_attn.key_value(enc) for layer in self.decoder_layers),
         }
 
