@@ -7,6 +7,11 @@ import os as _os
 
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Before any TensorFlow operation runs: TensorFlow reads its XLA flags once, at the first one.
+from xlagen import compilation_cache as _compilation_cache  # noqa: E402
+
+_compilation_cache.configure()
+
 from xlagen.configuration_utils import PretrainedConfig  # noqa: E402
 from xlagen.generation import Buckets, GenerationConfig  # noqa: E402
 from xlagen.models.auto import AutoConfig, TFAutoModelForCausalLM, TFAutoModelForSeq2SeqLM  # noqa: E402
@@ -24,6 +29,7 @@ _AUDIO_NAMES = (
     "AutoProcessor",
     "WhisperFeatureExtractor",
     "WhisperProcessor",
+    "cache_directory",
     "load_audio",
 )
 
@@ -48,6 +54,8 @@ def __getattr__(name: str):
 
 
 __version__ = "0.1.0"
+cache_directory = _compilation_cache.cache_directory
+
 __all__ = [
     "AutoConfig",
     "AutoFeatureExtractor",
@@ -71,6 +79,7 @@ __all__ = [
     "TranscriptionResult",
     "WhisperPipeline",
     "WhisperProcessor",
+    "cache_directory",
     "load_audio",
     "transcribe",
 ]
