@@ -88,8 +88,15 @@ def markdown(doc: dict) -> str:
         f"Machine: {m.get('cpu', '?')}, {m.get('cpus')} cores ({', '.join(m.get('simd', []))}), "
         f"{m.get('memory_gib', '?')} GiB; {doc['started']}"
         + (" — **quick mode (tiny shapes): not a benchmark**" if doc.get("quick") else ""),
-        f"Memory read bandwidth (NumPy matrix-vector, best of runs): {bw['start']['read_gb_per_s']:.1f} GB/s before, "
-        f"{bw['end']['read_gb_per_s']:.1f} GB/s after; GEMM {bw['start']['gemm_gflop_per_s']:.0f} GFLOP/s. "
+        (
+            f"Memory read bandwidth (NumPy matrix-vector, best of runs): {bw['start']['read_gb_per_s']:.1f} GB/s before, "
+            f"{bw['end']['read_gb_per_s']:.1f} GB/s after; "
+            if "parts" not in doc
+            else f"Memory read bandwidth (NumPy matrix-vector, measured before and after each of the run's "
+            f"{len(doc['parts'])} parts): lowest {bw['start']['read_gb_per_s']:.1f} GB/s, "
+            f"highest {bw['end']['read_gb_per_s']:.1f} GB/s; "
+        )
+        + f"GEMM {bw['end']['gemm_gflop_per_s']:.0f} GFLOP/s. "
         f"Floor = weight bytes one decode step reads / {doc['floor_gb_per_s']:.1f} GB/s.",
         f"Median of {doc['settings']['runs']} warm runs (at least {doc['settings']['min_runs']} past "
         f"{doc['settings']['budget_s']:.0f} s); first call = trace + compile + run, in a fresh process; "
@@ -168,6 +175,20 @@ def markdown(doc: dict) -> str:
             bits.append(f"step {ours['step_x_floor']:.2f}× the memory floor")
         if bits:
             ratios.append(f"- {name}: xlagen XLA " + "; ".join(bits))
+    pc = doc.get("persistent_cache")
+    if pc and pc.get("warm", {}).get("ok"):
+        cold = next(
+            (r for r in results if r["workload"] == pc["workload"] and r["system"] == OURS and r.get("ok")),
+            None,
+        )
+        text = (
+            f"- {pc['workload']}: xlagen XLA first call with a persistent XLA cache: "
+            f"{pc['fill']['first_call_s']:.1f} s filling it, {pc['warm']['first_call_s']:.1f} s in the next "
+            "fresh process"
+        )
+        if cold:
+            text += f" ({pc['warm']['first_call_s'] / cold['first_call_s']:.2f}× the cold {cold['first_call_s']:.1f} s)"
+        ratios.append(text)
     if ratios:
         lines += ["Ratios (from this run):", "", *ratios, ""]
     return "\n".join(lines)

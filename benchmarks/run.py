@@ -4,6 +4,7 @@
     .venv/bin/python -m benchmarks.run --quick              # smoke test: tiny shapes, 2 runs
     .venv/bin/python -m benchmarks.run --only gpt2-b1,whisper-10s --systems xlagen,tf4
     .venv/bin/python -m benchmarks.run --list               # the plan, without running it
+    .venv/bin/python -m benchmarks.run --only t5 --append   # add to (or redo part of) results.json
 
 Writes results.json, table.md and chart.png to benchmarks/results/ (``--quick``:
 benchmarks/results/tmp/quick/, not committed) and each system's log under results/tmp/logs/.
@@ -47,6 +48,7 @@ def runner_env(venv: str, xla_cache: str | None) -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.pop("TF_XLA_FLAGS", None)  # first calls are cold unless asked otherwise
+    env["XLAGEN_XLA_CACHE"] = "0"  # xlagen turns a persistent cache on by default: off here
     if xla_cache:
         env["TF_XLA_FLAGS"] = f"--tf_xla_persistent_cache_directory={xla_cache}"
     if venv == "tf4":
@@ -203,6 +205,92 @@ def summary_line(r: dict) -> str:
     return ", ".join(parts)
 
 
+def merge(old: dict, new: dict) -> dict:
+    """``new``'s results added to ``old``'s (a (system, workload) measured again replaces the old one).
+
+    Workloads, models and checkpoints are united; the bandwidth kept is the run's best reading
+    (the floor uses the best); settings and start times of every part are listed."""
+    done = {(r["system"], r["workload"]) for r in new["results"]}
+    results = [r for r in old["results"] if (r["system"], r["workload"]) not in done] + new["results"]
+    names = [w["name"] for w in new["workloads"]]
+    workloads = [w for w in old["workloads"] if w["name"] not in names] + new["workloads"]
+    order = {w["name"]: i for i, w in enumerate(workloads_in_suite_order(workloads))}
+    results.sort(key=lambda r: order.get(r["workload"], len(order)))
+    best = max(
+        [
+            old["bandwidth"]["start"],
+            old["bandwidth"]["end"],
+            new["bandwidth"]["start"],
+            new["bandwidth"]["end"],
+        ],
+        key=lambda b: b["read_gb_per_s"],
+    )
+    worst = min(
+        [
+            old["bandwidth"]["start"],
+            old["bandwidth"]["end"],
+            new["bandwidth"]["start"],
+            new["bandwidth"]["end"],
+        ],
+        key=lambda b: b["read_gb_per_s"],
+    )
+    parts = old.get("parts") or [{k: old[k] for k in ("started", "duration_s", "settings")}]
+    parts.append({k: new[k] for k in ("started", "duration_s", "settings")})
+    return {
+        **new,
+        "started": old["started"],
+        "duration_s": sum(p["duration_s"] for p in parts),
+        "parts": parts,
+        "bandwidth": {"start": worst, "end": best},
+        "workloads": workloads_in_suite_order(workloads),
+        "models": {**old.get("models", {}), **new.get("models", {})},
+        "checkpoints": {**old.get("checkpoints", {}), **new.get("checkpoints", {})},
+        "results": results,
+        **(
+            {"persistent_cache": new.get("persistent_cache") or old["persistent_cache"]}
+            if (new.get("persistent_cache") or old.get("persistent_cache"))
+            else {}
+        ),
+    }
+
+
+def workloads_in_suite_order(ws: list[dict]) -> list[dict]:
+    names = [w["name"] for w in workloads(False)] + [w["name"] for w in workloads(True)]
+    return sorted(ws, key=lambda w: names.index(w["name"]) if w["name"] in names else len(names))
+
+
+# Systems that run only where a target needs them (``--core``): the eager ones at GPT-2 batch 1
+# (the ratio to Transformers 4 TF eager), the runner-up variants of a peer on GPT-2 batch 1.
+CORE_ONLY_AT = {
+    "xlagen-eager": ("gpt2-b1",),
+    "tf4-eager": ("gpt2-b1",),
+    "kerashub-graph": ("gpt2-b1",),
+    "torch-static": ("gpt2-b1",),
+}
+
+
+def core_plan(plan: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    return [(s, w) for s, w in plan if w["name"] in CORE_ONLY_AT.get(s, (w["name"],))]
+
+
+def cache_check(args, workload: dict, checkpoint: str, tmp: Path) -> dict:
+    """First call of xlagen XLA in fresh processes sharing a new persistent cache: fill, then warm."""
+    import tempfile
+
+    out = {"workload": workload["name"]}
+    with tempfile.TemporaryDirectory(prefix="xlagen-xla-cache-") as cache:
+        saved = args.xla_cache
+        args.xla_cache = cache
+        try:
+            for case in ("fill", "warm"):
+                (tmp / case).mkdir(parents=True, exist_ok=True)
+                r = run_one("xlagen-xla", workload, args, checkpoint, None, tmp / case)
+                out[case] = {k: r.get(k) for k in ("ok", "first_call_s", "median_s", "error", "log")}
+        finally:
+            args.xla_cache = saved
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny shapes and few runs (smoke test)")
@@ -220,6 +308,21 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="give TensorFlow systems TF_XLA_FLAGS=--tf_xla_persistent_cache_directory=DIR (default: cold)",
     )
+    ap.add_argument(
+        "--append",
+        action="store_true",
+        help="merge into the results.json already in the results folder (same system and workload: replaced)",
+    )
+    ap.add_argument(
+        "--core",
+        action="store_true",
+        help="only what the targets need: eager systems and runner-up peer variants at gpt2-b1 only",
+    )
+    ap.add_argument(
+        "--cache-check",
+        action="store_true",
+        help="also time xlagen's first call with a persistent XLA cache (fill, then warm) on gpt2-b1",
+    )
     ap.add_argument("--list", action="store_true", help="print the plan and exit")
     args = ap.parse_args(argv)
     args.runs = args.runs or (2 if args.quick else 5)
@@ -233,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen_w = [w for w in all_w if w["name"] in names]
     systems = select(list(SYSTEMS), args.systems)
     plan = [(s, w) for w in chosen_w for s in systems if w["model"] in SYSTEMS[s][3]]
+    if args.core:
+        plan = core_plan(plan)
     if args.list or not plan:
         for s, w in plan:
             print(f"{w['name']:<22} {s}")
@@ -267,6 +372,13 @@ def main(argv: list[str] | None = None) -> int:
             r["reference"] = wav[1]
         results.append(r)
         print(f"[{i}/{len(plan)}] {w['name']:<20} {system:<22} {summary_line(r)}", flush=True)
+    persistent = None
+    if args.cache_check:
+        w = next((w for w in all_w if w["name"].startswith("gpt2-b1")), None)
+        if w is not None:
+            ck = ensure_checkpoints(args.quick, {"gpt2"})["gpt2"]
+            persistent = cache_check(args, w, str(ck), tmp)
+            print(f"persistent cache: {persistent}", flush=True)
     bw_end = bandwidth.measure(args.quick)
     print(f"  read {bw_end['read_gb_per_s']:.1f} GB/s, GEMM {bw_end['gemm_gflop_per_s']:.0f} GFLOP/s (after)")
 
@@ -287,6 +399,10 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoints": checkpoints,
         "results": results,
     }
+    if persistent:
+        doc["persistent_cache"] = persistent
+    if args.append and (out_dir / "results.json").is_file():
+        doc = merge(json.loads((out_dir / "results.json").read_text()), doc)
     report.enrich(doc)
     (out_dir / "results.json").write_text(json.dumps(doc, indent=1, default=str))
     (out_dir / "table.md").write_text(report.markdown(doc))
