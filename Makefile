@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup lint
+.PHONY: demo test setup lint bench
 
 $(BIN)/xlagen: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,3 +21,9 @@ demo: setup
 test: setup
 	$(BIN)/ruff check xlagen tests scripts benchmarks
 	$(BIN)/python -m pytest -q
+
+# The benchmark suite behind the README's table (peers in their own venvs; ~75 min on 2 cores).
+bench: setup
+	$(BIN)/pip install --quiet -e ".[test,bench]"
+	bash benchmarks/setup_peers.sh
+	$(BIN)/python -m benchmarks.run --core --cache-check

@@ -25,13 +25,22 @@ def write_gpt2(path, seed: int = 0, **overrides):
     config = transformers.GPT2Config(**{**TINY_GPT2, **overrides})
     torch.manual_seed(seed)
     model = transformers.GPT2LMHeadModel(config).eval()
-    # Random init leaves biases and layer norms at 0/1; perturb them so loading bugs show.
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or "ln_" in name:
-                p.add_(torch.randn_like(p) * 0.1)
+    perturb_norms_and_biases(model, "ln_")
     model.save_pretrained(path)
     return model
+
+
+def perturb_norms_and_biases(model, norm_marker: str, scale: float = 0.1, extra=None) -> None:
+    """Random init leaves biases and layer norms at 0/1: add noise so loading bugs show.
+
+    Parameters whose name holds ``norm_marker`` or ends in ``bias`` get N(0, scale) added;
+    ``extra(name, parameter)`` may change any other parameter in place."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or norm_marker in name:
+                p.add_(torch.randn_like(p) * scale)
+            elif extra is not None:
+                extra(name, p)
 
 
 TEXT = [

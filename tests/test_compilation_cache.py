@@ -83,3 +83,28 @@ def test_importing_after_tensorflow_ran_reports_inactive(tmp_path):
     code = "import tensorflow as tf\ntf.constant(1.0) + 1.0\n" + CHILD
     out = run_child({"XLAGEN_XLA_CACHE": str(tmp_path / "late")}, code)
     assert out["directory"] == str(tmp_path / "late") and not out["active"]
+
+
+def test_prune_drops_least_recently_used_programs(tmp_path):
+    from xlagen.compilation_cache import prune
+
+    for i in range(5):
+        path = tmp_path / f"xla_compile_cache__{i}__XLA_CPU_JIT.pb"
+        path.write_bytes(b"x" * 1000)
+        os.utime(path, (1000 + i, 1000 + i))
+    other = tmp_path / "notes.txt"
+    other.write_bytes(b"y" * 5000)
+    removed = prune(tmp_path, 2500)
+    assert sorted(p.name for p in removed) == [f"xla_compile_cache__{i}__XLA_CPU_JIT.pb" for i in range(3)]
+    assert other.exists() and len(list(tmp_path.glob("xla_compile_cache*"))) == 2
+    assert prune(tmp_path, 2500) == []
+
+
+def test_cache_size_limit_applies_at_import(tmp_path):
+    cache = tmp_path / "xla"
+    cache.mkdir()
+    old = cache / "xla_compile_cache__1__2__XLA_CPU_JIT.pb"
+    old.write_bytes(b"x" * 3 * 2**20)
+    os.utime(old, (1000, 1000))
+    run_child({"XLAGEN_XLA_CACHE": str(cache), "XLAGEN_XLA_CACHE_MAX_MB": "1"})
+    assert not old.exists()

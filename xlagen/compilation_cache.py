@@ -7,7 +7,9 @@ before it runs any operation. Settings (environment variables):
 
 * ``XLAGEN_XLA_CACHE=0`` (or ``off``/``false``/``no``): leave TensorFlow's flags alone;
 * ``XLAGEN_XLA_CACHE=/some/dir``: keep the cache there;
-* unset: ``$XDG_CACHE_HOME/xlagen/xla`` (``~/.cache/xlagen/xla``).
+* unset: ``$XDG_CACHE_HOME/xlagen/xla`` (``~/.cache/xlagen/xla``);
+* ``XLAGEN_XLA_CACHE_MAX_MB`` (default 2048): at import, the least recently used programs are
+  deleted until the directory is under this size (TensorFlow itself never deletes any).
 
 A ``--tf_xla_persistent_cache_directory`` already in ``TF_XLA_FLAGS`` wins. Importing xlagen after
 TensorFlow has run an operation leaves the cache off for that process (TensorFlow parsed its
@@ -23,6 +25,8 @@ from pathlib import Path
 
 FLAG = "--tf_xla_persistent_cache_directory"
 _OFF = {"0", "off", "false", "no", "none", ""}
+_PREFIX = "xla_compile_cache"  # TensorFlow's default --tf_xla_persistent_cache_prefix
+DEFAULT_MAX_MB = 2048
 _state: dict[str, object] = {"directory": None, "active": False}
 
 
@@ -68,6 +72,7 @@ def configure() -> Path | None:
             directory = None  # read-only home, say: compile as usual
         else:
             os.environ["TF_XLA_FLAGS"] = f"{flags} {FLAG}={directory}".strip()
+            prune(directory, _max_bytes())
     _state["directory"] = directory
     _state["active"] = directory is not None and not _tensorflow_started()
     return directory
@@ -81,3 +86,35 @@ def cache_directory() -> Path | None:
 def cache_active() -> bool:
     """Whether TensorFlow will use the cache in this process (False when xlagen came too late)."""
     return bool(_state["active"])
+
+
+def _max_bytes() -> int:
+    value = os.environ.get("XLAGEN_XLA_CACHE_MAX_MB", str(DEFAULT_MAX_MB))
+    try:
+        return int(float(value) * 2**20)
+    except ValueError:
+        raise ValueError(f"XLAGEN_XLA_CACHE_MAX_MB must be a number of megabytes, got {value!r}") from None
+
+
+def prune(directory: Path, max_bytes: int) -> list[Path]:
+    """Delete the least recently used compiled programs in ``directory`` until it holds at most
+    ``max_bytes``; only TensorFlow's cache files are touched. Returns the deleted paths."""
+    entries = []
+    for path in directory.glob(f"{_PREFIX}*"):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        entries.append((max(st.st_atime, st.st_mtime), st.st_size, path))
+    total = sum(size for _, size, _ in entries)
+    removed = []
+    for _, size, path in sorted(entries):
+        if total <= max_bytes:
+            break
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        total -= size
+        removed.append(path)
+    return removed

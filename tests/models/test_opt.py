@@ -14,7 +14,7 @@ import torch
 import transformers
 
 import xlagen
-from tests.conftest import left_padded_batch
+from tests.conftest import left_padded_batch, perturb_norms_and_biases
 
 NEW = 33
 PAD = 1  # OPT's pad id
@@ -45,11 +45,7 @@ def write_opt(path, seed: int = 0, **overrides) -> transformers.OPTForCausalLM:
     config = transformers.OPTConfig(**{**TINY_OPT, **overrides})
     torch.manual_seed(seed)
     model = transformers.OPTForCausalLM(config).eval()
-    # Random init leaves biases and layer norms at 0/1; perturb them so loading bugs show.
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or "layer_norm" in name:
-                p.add_(torch.randn_like(p) * 0.1)
+    perturb_norms_and_biases(model, "layer_norm")
     model.save_pretrained(path)
     return model
 

@@ -13,6 +13,7 @@ import transformers
 from transformers.generation.utils import GenerationMixin as TorchGenerationMixin
 
 import xlagen
+from tests.conftest import perturb_norms_and_biases
 from xlagen.models.whisper.modeling import TFWhisperForConditionalGeneration
 
 H5_FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "tf_h5" / "whisper"
@@ -45,12 +46,12 @@ def write_whisper(path, seed: int = 0, **overrides) -> transformers.WhisperForCo
     config = transformers.WhisperConfig(**{**TINY_WHISPER, **overrides})
     torch.manual_seed(seed)
     model = transformers.WhisperForConditionalGeneration(config).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or "layer_norm" in name:
-                p.add_(torch.randn_like(p) * 0.1)
-            elif "embed_tokens" in name:
-                p.mul_(5.0)  # sharper logits: greedy choices are not near-ties
+
+    def sharpen(name, p):
+        if "embed_tokens" in name:
+            p.mul_(5.0)  # sharper logits: greedy choices are not near-ties
+
+    perturb_norms_and_biases(model, "layer_norm", extra=sharpen)
     model.save_pretrained(path)
     return model
 

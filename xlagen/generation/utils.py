@@ -168,7 +168,7 @@ class GenerationMixin:
         )
 
     def _finish(self, gc: GenerationConfig, prompt: np.ndarray | tf.Tensor, out: LoopOutput, steps=None):
-        """Assemble generate()'s result: token ids, or a GenerateOutput when return_dict_in_generate."""
+        """Greedy/sampling results: token ids, or a GenerateOutput when return_dict_in_generate."""
         if steps is None:  # symbolic: keep the static shape
             new, scores, logprobs = out.tokens, out.scores, out.token_logprobs
         else:  # eager: drop bucket filler rows and unused steps
@@ -176,14 +176,7 @@ class GenerationMixin:
             new = np.asarray(out.tokens)[:rows, :steps]
             scores = None if out.scores is None else np.asarray(out.scores)[:rows, :steps]
             logprobs = np.asarray(out.token_logprobs)[:rows, :steps]
-        sequences = tf.concat([tf.cast(prompt, tf.int32), tf.cast(new, tf.int32)], axis=1)
-        if not gc.return_dict_in_generate:
-            return sequences
-        result = GenerateOutput(sequences=sequences, token_logprobs=tf.convert_to_tensor(logprobs))
-        if scores is not None:
-            scores = tf.convert_to_tensor(scores)
-            result["scores"] = tuple(scores[:, i] for i in range(scores.shape[1]))
-        return result
+        return self._assemble(gc, prompt, new, scores, token_logprobs=logprobs)
 
     def _finish_beam(self, gc: GenerationConfig, prompt, out: BeamOutput, capacity: int, eager: bool):
         """Beam results: [batch * num_return_sequences, prompt + longest returned], like Transformers."""
@@ -204,13 +197,21 @@ class GenerationMixin:
             new = tf.reshape(out.sequences[:, :, -capacity:], [-1, capacity])
             scores, all_scores = tf.reshape(out.sequence_scores, [-1]), out.scores
             prompt = tf.repeat(prompt, n, axis=0)
+        return self._assemble(gc, prompt, new, all_scores, sequences_scores=scores)
+
+    @staticmethod
+    def _assemble(gc: GenerationConfig, prompt, new, step_scores, **fields) -> tf.Tensor | GenerateOutput:
+        """``prompt + new`` token ids; with return_dict_in_generate a GenerateOutput holding them,
+        ``fields`` (as tensors) and ``step_scores`` [rows, steps, vocab] as a per-step tuple."""
         sequences = tf.concat([tf.cast(prompt, tf.int32), tf.cast(new, tf.int32)], axis=1)
         if not gc.return_dict_in_generate:
             return sequences
-        result = GenerateOutput(sequences=sequences, sequences_scores=tf.convert_to_tensor(scores))
-        if all_scores is not None:
-            all_scores = tf.convert_to_tensor(all_scores)
-            result["scores"] = tuple(all_scores[:, i] for i in range(all_scores.shape[1]))
+        result = GenerateOutput(
+            sequences=sequences, **{k: tf.convert_to_tensor(v) for k, v in fields.items()}
+        )
+        if step_scores is not None:
+            step_scores = tf.convert_to_tensor(step_scores)
+            result["scores"] = tuple(step_scores[:, i] for i in range(step_scores.shape[1]))
         return result
 
     @staticmethod
