@@ -81,6 +81,16 @@ def _f(x, fmt: str = ".1f") -> str:
     return "" if x is None else format(x, fmt)
 
 
+def _settings_text(doc: dict) -> str:
+    def one(st: dict) -> str:
+        return f"{st['runs']} warm runs (at least {st['min_runs']} past {st['budget_s']:.0f} s)"
+
+    parts = doc.get("parts")
+    if not parts:
+        return f"Median of {one(doc['settings'])}"
+    return "Median of " + ", then ".join(f"{one(p['settings'])} in part {i}" for i, p in enumerate(parts, 1))
+
+
 def markdown(doc: dict) -> str:
     m = doc["machine"]
     bw = doc["bandwidth"]
@@ -98,8 +108,7 @@ def markdown(doc: dict) -> str:
         )
         + f"GEMM {bw['end']['gemm_gflop_per_s']:.0f} GFLOP/s. "
         f"Floor = weight bytes one decode step reads / {doc['floor_gb_per_s']:.1f} GB/s.",
-        f"Median of {doc['settings']['runs']} warm runs (at least {doc['settings']['min_runs']} past "
-        f"{doc['settings']['budget_s']:.0f} s); first call = trace + compile + run, in a fresh process; "
+        _settings_text(doc) + "; first call = trace + compile + run, in a fresh process; "
         "peak RSS of that process. ms/step = (time at N new tokens - time at 2) / (N - 2).",
         "",
     ]
