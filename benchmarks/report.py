@@ -81,6 +81,17 @@ def _f(x, fmt: str = ".1f") -> str:
     return "" if x is None else format(x, fmt)
 
 
+def _label(r: dict) -> str:
+    """A result's system as the table names it (xlagen XLA in bold)."""
+    label = SYSTEM_LABELS.get(r["system"], r["system"])
+    return f"**{label}**" if r["system"] == OURS else label
+
+
+def _why(r: dict) -> str:
+    """Why a result has no numbers: skipped, or the first line of its error."""
+    return r.get("skipped") or r.get("error", "failed").splitlines()[0][:80]
+
+
 def _settings_text(doc: dict) -> str:
     def one(st: dict) -> str:
         return f"{st['runs']} warm runs (at least {st['min_runs']} past {st['budget_s']:.0f} s)"
@@ -126,12 +137,9 @@ def markdown(doc: dict) -> str:
             desc += f", beams {w['num_beams']})" if w["num_beams"] > 1 else ")"
             floor = w.get("floor_ms_per_step")
             for r in (r for r in results if r["workload"] == w["name"]):
-                label = SYSTEM_LABELS.get(r["system"], r["system"])
-                if r["system"] == OURS:
-                    label = f"**{label}**"
+                label = _label(r)
                 if not r.get("ok"):
-                    why = r.get("skipped") or r.get("error", "failed").splitlines()[0][:80]
-                    lines.append(f"| {desc} | {label} | — | | | | {why} |")
+                    lines.append(f"| {desc} | {label} | — | | | | {_why(r)} |")
                     continue
                 warn = " ⚠" if r.get("warning") else ""
                 lines.append(
@@ -154,12 +162,9 @@ def markdown(doc: dict) -> str:
             if seconds:
                 desc += f" ({seconds:.1f} s audio)"
             for r in rs:
-                label = SYSTEM_LABELS.get(r["system"], r["system"])
-                if r["system"] == OURS:
-                    label = f"**{label}**"
+                label = _label(r)
                 if not r.get("ok"):
-                    why = r.get("skipped") or r.get("error", "failed").splitlines()[0][:80]
-                    lines.append(f"| {desc} | {label} | — | | | | | {why} |")
+                    lines.append(f"| {desc} | {label} | — | | | | | {_why(r)} |")
                 else:
                     lines.append(
                         f"| {desc} | {label} | {r['median_s']:.2f} | "

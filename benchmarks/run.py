@@ -216,24 +216,9 @@ def merge(old: dict, new: dict) -> dict:
     workloads = [w for w in old["workloads"] if w["name"] not in names] + new["workloads"]
     order = {w["name"]: i for i, w in enumerate(workloads_in_suite_order(workloads))}
     results.sort(key=lambda r: order.get(r["workload"], len(order)))
-    best = max(
-        [
-            old["bandwidth"]["start"],
-            old["bandwidth"]["end"],
-            new["bandwidth"]["start"],
-            new["bandwidth"]["end"],
-        ],
-        key=lambda b: b["read_gb_per_s"],
-    )
-    worst = min(
-        [
-            old["bandwidth"]["start"],
-            old["bandwidth"]["end"],
-            new["bandwidth"]["start"],
-            new["bandwidth"]["end"],
-        ],
-        key=lambda b: b["read_gb_per_s"],
-    )
+    readings = [*old["bandwidth"].values(), *new["bandwidth"].values()]
+    best = max(readings, key=lambda b: b["read_gb_per_s"])
+    worst = min(readings, key=lambda b: b["read_gb_per_s"])
     parts = old.get("parts") or [{k: old[k] for k in ("started", "duration_s", "settings")}]
     parts.append({k: new[k] for k in ("started", "duration_s", "settings")})
     return {
