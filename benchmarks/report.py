@@ -94,7 +94,12 @@ def _why(r: dict) -> str:
 
 def _settings_text(doc: dict) -> str:
     def one(st: dict) -> str:
-        return f"{st['runs']} warm runs (at least {st['min_runs']} past {st['budget_s']:.0f} s)"
+        text = f"{st['runs']} warm runs (at least {st['min_runs']} past {st['budget_s']:.0f} s)"
+        if st.get("rounds", 1) > 1:
+            text += (
+                f"; {st['rounds']} rounds, systems alternating, the median round kept (of two: the faster)"
+            )
+        return text
 
     parts = doc.get("parts")
     if not parts:
