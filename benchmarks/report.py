@@ -107,6 +107,29 @@ def _settings_text(doc: dict) -> str:
     return "Median of " + ", then ".join(f"{one(p['settings'])} in part {i}" for i, p in enumerate(parts, 1))
 
 
+def persistent_cache_line(pc: dict | None) -> str | None:
+    """The ratio line of ``--cache-check``: the warm fresh process against the one that filled the
+    cache. The filling process starts with an empty cache, so it is the cold reference, measured
+    minutes (not an hour) from the warm one: this machine's speed drifts within the hour."""
+    if not (pc and pc.get("warm", {}).get("ok") and pc.get("fill", {}).get("ok")):
+        return None
+    fill, warm = pc["fill"], pc["warm"]
+    text = (
+        f"- {pc['workload']}: xlagen XLA first call with a persistent XLA cache: "
+        f"{fill['first_call_s']:.1f} s filling it (cold), {warm['first_call_s']:.1f} s in the next "
+        f"fresh process ({warm['first_call_s'] / fill['first_call_s']:.2f}×)"
+    )
+    # The first call also generates: what compiling costs is the excess over a warm call.
+    over_cold = fill["first_call_s"] - fill["median_s"]
+    over_warm = warm["first_call_s"] - warm["median_s"]
+    if over_cold > 0:
+        text += (
+            f"; excess over a warm call (trace + compile): {over_warm:.1f} s vs {over_cold:.1f} s "
+            f"cold ({over_warm / over_cold:.2f}×)"
+        )
+    return text
+
+
 def markdown(doc: dict) -> str:
     m = doc["machine"]
     bw = doc["bandwidth"]
@@ -194,25 +217,9 @@ def markdown(doc: dict) -> str:
             bits.append(f"step {ours['step_x_floor']:.2f}× the memory floor")
         if bits:
             ratios.append(f"- {name}: xlagen XLA " + "; ".join(bits))
-    pc = doc.get("persistent_cache")
-    if pc and pc.get("warm", {}).get("ok") and pc.get("fill", {}).get("ok"):
-        # The filling process starts with an empty cache, so it is the cold reference measured
-        # minutes, not an hour, from the warm one (this machine's speed drifts within the hour).
-        fill, warm = pc["fill"], pc["warm"]
-        text = (
-            f"- {pc['workload']}: xlagen XLA first call with a persistent XLA cache: "
-            f"{fill['first_call_s']:.1f} s filling it (cold), {warm['first_call_s']:.1f} s in the next "
-            f"fresh process ({warm['first_call_s'] / fill['first_call_s']:.2f}×)"
-        )
-        # The first call also generates: what compiling costs is the excess over a warm call.
-        over_cold = fill["first_call_s"] - fill["median_s"]
-        over_warm = warm["first_call_s"] - warm["median_s"]
-        if over_cold > 0:
-            text += (
-                f"; excess over a warm call (trace + compile): {over_warm:.1f} s vs {over_cold:.1f} s "
-                f"cold ({over_warm / over_cold:.2f}×)"
-            )
-        ratios.append(text)
+    line = persistent_cache_line(doc.get("persistent_cache"))
+    if line:
+        ratios.append(line)
     if ratios:
         lines += ["Ratios (from this run):", "", *ratios, ""]
     return "\n".join(lines)

@@ -1,0 +1,55 @@
+"""The benchmark orchestrator's bookkeeping: alternating rounds and the round kept per system."""
+
+from benchmarks import report
+from benchmarks.run import median_round, round_orders
+
+
+def _plan():
+    a, b = {"name": "gpt2-b1"}, {"name": "gpt2-b8"}
+    return [("x", a), ("y", a), ("z", a), ("x", b), ("y", b)]
+
+
+def test_round_orders_alternate_the_systems_of_each_workload():
+    order = [(s, w["name"]) for s, w in round_orders(_plan(), 3)]
+    b1, b8 = "gpt2-b1", "gpt2-b8"
+    assert order == [
+        ("x", b1), ("y", b1), ("z", b1), ("x", b8), ("y", b8),  # round 1: forward
+        ("z", b1), ("y", b1), ("x", b1), ("y", b8), ("x", b8),  # round 2: backward
+        ("x", b1), ("y", b1), ("z", b1), ("x", b8), ("y", b8),
+    ]  # fmt: skip
+    assert round_orders(_plan(), 1) == _plan()
+
+
+def test_median_round_keeps_the_median_and_every_rounds_figures():
+    rounds = [
+        {"ok": True, "tokens_per_s": 30.0, "ms_per_step": 33.0},
+        {"ok": True, "tokens_per_s": 38.0, "ms_per_step": 26.0},
+        {"ok": True, "tokens_per_s": 35.0, "ms_per_step": 28.0},
+    ]
+    kept = median_round(rounds)
+    assert kept["tokens_per_s"] == 35.0 and kept["ms_per_step"] == 28.0
+    assert kept["rounds"] == 3
+    assert kept["round_tokens_per_s"] == [30.0, 38.0, 35.0]
+    assert kept["round_ms_per_step"] == [33.0, 26.0, 28.0]
+    assert median_round(rounds[:2])["tokens_per_s"] == 38.0  # of two: the faster
+    assert median_round(rounds[:1]) is rounds[0]
+
+
+def test_median_round_skips_failed_rounds_and_reports_all_failed():
+    ok = {"ok": True, "tokens_per_s": 20.0}
+    assert median_round([{"ok": False, "error": "timed out"}, ok])["tokens_per_s"] == 20.0
+    failed = median_round([{"ok": False, "error": "a"}, {"ok": False, "error": "b"}])
+    assert not failed["ok"] and failed["error"] == "b" and failed["rounds"] == 2
+
+
+def test_persistent_cache_line_compares_the_warm_process_with_the_one_that_filled_the_cache():
+    pc = {
+        "workload": "gpt2-b1",
+        "fill": {"ok": True, "first_call_s": 12.0, "median_s": 4.0},
+        "warm": {"ok": True, "first_call_s": 6.0, "median_s": 4.0},
+    }
+    line = report.persistent_cache_line(pc)
+    assert "12.0 s filling it (cold), 6.0 s in the next fresh process (0.50×)" in line
+    assert "2.0 s vs 8.0 s cold (0.25×)" in line
+    assert report.persistent_cache_line({**pc, "warm": {"ok": False}}) is None
+    assert report.persistent_cache_line(None) is None
