@@ -136,7 +136,12 @@ def markdown(doc: dict) -> str:
     lines = [
         f"Machine: {m.get('cpu', '?')}, {m.get('cpus')} cores ({', '.join(m.get('simd', []))}), "
         f"{m.get('memory_gib', '?')} GiB; {doc['started']}"
-        + (" — **quick mode (tiny shapes): not a benchmark**" if doc.get("quick") else ""),
+        + (" — **quick mode (tiny shapes): not a benchmark**" if doc.get("quick") else "")
+        + (
+            " — **incomplete: the run stopped (or is still running) before its end**"
+            if doc.get("complete") is False
+            else ""
+        ),
         (
             f"Memory read bandwidth (NumPy matrix-vector, best of runs): {bw['start']['read_gb_per_s']:.1f} GB/s before, "
             f"{bw['end']['read_gb_per_s']:.1f} GB/s after; "

@@ -8,6 +8,8 @@
 
 Writes results.json, table.md and chart.png to benchmarks/results/ (``--quick``:
 benchmarks/results/tmp/quick/, not committed) and each system's log under results/tmp/logs/.
+results.json and table.md are rewritten after every run, so a stopped run keeps what it measured
+(marked ``"complete": false``); the chart is drawn at the end.
 """
 
 from __future__ import annotations
@@ -386,8 +388,44 @@ def main(argv: list[str] | None = None) -> int:
     print(f"measuring memory bandwidth ... (load average {os.getloadavg()[0]:.1f})", flush=True)
     bw_start = bandwidth.measure(args.quick)
     print(f"  read {bw_start['read_gb_per_s']:.1f} GB/s, GEMM {bw_start['gemm_gflop_per_s']:.0f} GFLOP/s")
+    old = None
+    if args.append and (out_dir / "results.json").is_file():
+        old = json.loads((out_dir / "results.json").read_text())
     rounds: dict[tuple[str, str], list[dict]] = {}
     t_start = time.time()
+
+    def write(bw_end: dict, persistent: dict | None, complete: bool) -> dict:
+        """results.json and table.md of what is measured so far (after every run: a stopped run
+        keeps its results; ``complete`` False marks one that has not finished)."""
+        done = [(s, w) for s, w in plan if (s, w["name"]) in rounds]
+        doc = {
+            "quick": args.quick,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t_start)),
+            "duration_s": time.time() - t_start,
+            "complete": complete,
+            "machine": machine_info(),
+            "bandwidth": {"start": bw_start, "end": bw_end},
+            "settings": {
+                "runs": args.runs,
+                "min_runs": args.min_runs,
+                "budget_s": args.budget,
+                "xla_cache": args.xla_cache,
+                "rounds": args.rounds,
+            },
+            "workloads": [w for w in chosen_w if any(w["name"] == d["name"] for _, d in done)],
+            "models": meta,
+            "checkpoints": checkpoints,
+            "results": [median_round(rounds[(s, w["name"])]) for s, w in done],
+        }
+        if persistent:
+            doc["persistent_cache"] = persistent
+        if old is not None:
+            doc = merge(old, doc)
+        report.enrich(doc)
+        (out_dir / "results.json").write_text(json.dumps(doc, indent=1, default=str))
+        (out_dir / "table.md").write_text(report.markdown(doc))
+        return doc
+
     order = round_orders(plan, args.rounds)
     for i, (system, w) in enumerate(order, 1):
         wav = audio.get(w.get("seconds"))
@@ -396,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
             r["reference"] = wav[1]
         rounds.setdefault((system, w["name"]), []).append(r)
         print(f"[{i}/{len(order)}] {w['name']:<20} {system:<22} {summary_line(r)}", flush=True)
-    results = [median_round(rounds[(s, w["name"])]) for s, w in plan]
+        write(bw_start, None, complete=False)
     persistent = None
     if args.cache_check:
         w = next((w for w in all_w if w["name"].startswith("gpt2-b1")), None)
@@ -406,32 +444,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"persistent cache: {persistent}", flush=True)
     bw_end = bandwidth.measure(args.quick)
     print(f"  read {bw_end['read_gb_per_s']:.1f} GB/s, GEMM {bw_end['gemm_gflop_per_s']:.0f} GFLOP/s (after)")
-
-    doc = {
-        "quick": args.quick,
-        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t_start)),
-        "duration_s": time.time() - t_start,
-        "machine": machine_info(),
-        "bandwidth": {"start": bw_start, "end": bw_end},
-        "settings": {
-            "runs": args.runs,
-            "min_runs": args.min_runs,
-            "budget_s": args.budget,
-            "xla_cache": args.xla_cache,
-            "rounds": args.rounds,
-        },
-        "workloads": chosen_w,
-        "models": meta,
-        "checkpoints": checkpoints,
-        "results": results,
-    }
-    if persistent:
-        doc["persistent_cache"] = persistent
-    if args.append and (out_dir / "results.json").is_file():
-        doc = merge(json.loads((out_dir / "results.json").read_text()), doc)
-    report.enrich(doc)
-    (out_dir / "results.json").write_text(json.dumps(doc, indent=1, default=str))
-    (out_dir / "table.md").write_text(report.markdown(doc))
+    doc = write(bw_end, persistent, complete=True)
     chart = report.chart(doc, out_dir / "chart.png")
     print(f"wrote {out_dir}/results.json, table.md" + (", chart.png" if chart else " (no chart: see above)"))
     print()
