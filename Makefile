@@ -29,6 +29,6 @@ test: $(VENV)/.test
 
 # The benchmark suite behind the README's table (peers in their own venvs; ~75 min on 2 cores).
 bench: $(VENV)/.test
-	$(BIN)/pip install --quiet -e ".[test,bench]"
+	$(BIN)/pip install --quiet -e ".[bench]"
 	bash benchmarks/setup_peers.sh
 	$(BIN)/python -m benchmarks.run --core --cache-check

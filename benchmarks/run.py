@@ -393,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         old = json.loads((out_dir / "results.json").read_text())
     rounds: dict[tuple[str, str], list[dict]] = {}
     t_start = time.time()
+    machine = machine_info()
 
     def write(bw_end: dict, persistent: dict | None, complete: bool) -> dict:
         """results.json and table.md of what is measured so far (after every run: a stopped run
@@ -403,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
             "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t_start)),
             "duration_s": time.time() - t_start,
             "complete": complete,
-            "machine": machine_info(),
+            "machine": machine,
             "bandwidth": {"start": bw_start, "end": bw_end},
             "settings": {
                 "runs": args.runs,
