@@ -95,8 +95,13 @@ def beam_decode(
         return tf.repeat(t, k, axis=0)
 
     flat_ids, flat_mask = expand(input_ids), expand(attention_mask)
-    # The encoder runs once per input; its outputs (batch-major) are then repeated for the beams.
-    enc = None if encoder_inputs is None else tf.nest.map_structure(expand, model.encode(**encoder_inputs))
+    # The encoder runs once per input. Its outputs stay one row per input when the model's
+    # cross-attention shares them among the beams (``encoder_rows_shared_by_beams``, static batch);
+    # otherwise they are repeated for the beams.
+    enc = None if encoder_inputs is None else model.encode(**encoder_inputs)
+    shared = getattr(model, "encoder_rows_shared_by_beams", False) and input_ids.shape[0] is not None
+    if enc is not None and not shared:
+        enc = tf.nest.map_structure(expand, enc)
     logits, cache, full_mask, next_position = prefill(
         model, flat_ids, flat_mask, capacity, encoder_outputs=enc
     )

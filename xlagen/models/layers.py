@@ -113,7 +113,17 @@ def attend(
 
     ``allowed`` [B,1,T,S] bool (None: every key), ``bias`` added to the scaled scores
     (T5's relative positions). Returns [B,H,T,D].
+
+    4-D k/v with fewer rows than q (statically known: R rows, q has R*G) are shared by G
+    consecutive query rows, e.g. the beams of one input attending to its encoder output: the G
+    rows become G*T queries of one row, so each shared K/V is read once, not G times. ``allowed``
+    and ``bias`` then have R rows (or 1) and one query position (or T when G is 1).
     """
+    rows_q, rows_k = q.shape[0], k.shape[0]
+    if k.shape.rank == 4 and rows_q is not None and rows_k is not None and rows_q != rows_k:
+        if rows_q % rows_k:
+            raise ValueError(f"attention: {rows_q} query rows cannot share {rows_k} key/value rows")
+        return _attend_shared(q, k, v, allowed, scale, dropout, bias, rows_q // rows_k)
     b, h, t, d = tf.shape(q)[0], tf.shape(q)[1], tf.shape(q)[2], q.shape[-1]
     flat = k.shape.rank == 3
     if flat:
@@ -133,6 +143,18 @@ def attend(
     if flat:
         return tf.reshape(tf.matmul(tf.reshape(probs, [-1, t, tf.shape(k)[1]]), v), [b, h, t, d])
     return tf.matmul(probs, v)
+
+
+def _attend_shared(q, k, v, allowed, scale, dropout, bias, groups: int) -> tf.Tensor:
+    """``attend`` for q [R*G, H, T, D] against k/v [R, H, S, D]: the G rows of a group as G*T queries."""
+    h, t, d = tf.shape(q)[1], tf.shape(q)[2], q.shape[-1]
+    rows = k.shape[0]
+    folded = tf.reshape(
+        tf.transpose(tf.reshape(q, [rows, groups, h, t, d]), [0, 2, 1, 3, 4]), [rows, h, -1, d]
+    )
+    out = attend(folded, k, v, allowed, scale, dropout, bias)  # [R, H, G*T, D]
+    out = tf.transpose(tf.reshape(out, [rows, h, groups, t, d]), [0, 2, 1, 3, 4])
+    return tf.reshape(out, [rows * groups, h, t, d])
 
 
 def causal_allowed(

@@ -246,6 +246,9 @@ class TFT5ForConditionalGeneration(TFPreTrainedModel):
     """T5 with its language-modelling head (tied to ``shared`` unless the checkpoint unties it)."""
 
     # Cache entries shared by all beams of an input: beam search does not reorder them.
+    # Cross-attention takes one encoder row per input for all its beams (``layers.attend``), so
+    # beam search neither repeats the encoder output per beam nor reads the same K/V K times.
+    encoder_rows_shared_by_beams = True
     beam_invariant_cache_keys = ("cross", "encoder_mask")
 
     config_class = T5Config

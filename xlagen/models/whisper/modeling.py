@@ -112,13 +112,7 @@ class WhisperAttention(WeightLayer):
         else:
             k, v = kv
         dropout = (lambda p: self.attn_dropout(p, training=training)) if training else None
-        if allowed is None:
-            probs = tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1)
-            if dropout is not None:
-                probs = dropout(probs)
-            out = tf.matmul(probs, v)
-        else:
-            out = attend(q, k, v, allowed, 1.0, dropout)
+        out = attend(q, k, v, allowed, 1.0, dropout)
         return linear(merge_heads(out), self.o_w, self.o_b), cache
 
 
@@ -199,6 +193,9 @@ class TFWhisperForConditionalGeneration(TFPreTrainedModel):
     """Whisper with its language-modelling head ``proj_out`` (tied to ``model.decoder.embed_tokens``)."""
 
     # Cache entries shared by all beams of an input: beam search does not reorder them.
+    # Cross-attention takes one encoder row per input for all its beams (``layers.attend``), so
+    # beam search neither repeats the encoder output per beam nor reads the same K/V K times.
+    encoder_rows_shared_by_beams = True
     beam_invariant_cache_keys = ("cross",)
 
     config_class = WhisperConfig
