@@ -96,15 +96,24 @@ def _settings_text(doc: dict) -> str:
     def one(st: dict) -> str:
         text = f"{st['runs']} warm runs (at least {st['min_runs']} past {st['budget_s']:.0f} s)"
         if st.get("rounds", 1) > 1:
-            text += (
-                f"; {st['rounds']} rounds, systems alternating, the median round kept (of two: the faster)"
-            )
+            text += f" in {st['rounds']} alternating rounds (systems in opposite orders; the median round kept, of two the faster)"
         return text
 
     parts = doc.get("parts")
     if not parts:
         return f"Median of {one(doc['settings'])}"
-    return "Median of " + ", then ".join(f"{one(p['settings'])} in part {i}" for i, p in enumerate(parts, 1))
+    texts = [one(p["settings"]) for p in parts]
+    if len(set(texts)) == 1:
+        return f"Median of {texts[0]}" + (
+            f" in each of the run's {len(parts)} parts" if len(parts) > 1 else ""
+        )
+    groups: dict[str, list[int]] = {}
+    for i, text in enumerate(texts, 1):
+        groups.setdefault(text, []).append(i)
+    return "Median of " + "; ".join(
+        f"{text} in part{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}"
+        for text, ids in groups.items()
+    )
 
 
 def persistent_cache_line(pc: dict | None) -> str | None:

@@ -53,3 +53,14 @@ def test_persistent_cache_line_compares_the_warm_process_with_the_one_that_fille
     assert "2.0 s vs 8.0 s cold (0.25×)" in line
     assert report.persistent_cache_line({**pc, "warm": {"ok": False}}) is None
     assert report.persistent_cache_line(None) is None
+
+
+def test_settings_text_groups_parts_with_the_same_settings():
+    plain = dict(runs=3, min_runs=3, budget_s=30)
+    rounds = dict(plain, rounds=2)
+    assert report._settings_text({"settings": plain}) == "Median of 3 warm runs (at least 3 past 30 s)"
+    same = report._settings_text({"parts": [{"settings": plain}] * 12})
+    assert same == "Median of 3 warm runs (at least 3 past 30 s) in each of the run's 12 parts"
+    mixed = report._settings_text({"parts": [{"settings": s} for s in (rounds, plain, plain, rounds)]})
+    assert mixed.count("3 warm runs") == 2 and "in 2 alternating rounds" in mixed
+    assert mixed.endswith("in parts 2, 3") and "in parts 1, 4;" in mixed
