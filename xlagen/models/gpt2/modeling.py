@@ -22,6 +22,7 @@ from xlagen.models.layers import (
     dense,
     kv_cache,
     merge_heads,
+    shape_list,
     split_heads,
     update_cache,
 )
@@ -169,7 +170,7 @@ class TFGPT2LMHeadModel(TFPreTrainedModel):
         ``attention_mask`` [B, max_length] covers every cache slot; logits are for the last
         position only when ``last_only`` (all generation needs), else for all T.
         """
-        t = tf.shape(input_ids)[1]
+        t = shape_list(input_ids)[1]
         h = self._embed(input_ids, position_ids)
         allowed = causal_allowed(attention_mask, cache_index, t)
         new_cache = []

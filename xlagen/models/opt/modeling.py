@@ -24,6 +24,7 @@ from xlagen.models.layers import (
     kv_cache,
     linear,
     merge_heads,
+    shape_list,
     split_heads,
     update_cache,
 )
@@ -236,7 +237,7 @@ class TFOPTForCausalLM(TFPreTrainedModel):
         ``attention_mask`` [B, max_length] covers every cache slot; ``position_ids`` are 0-based.
         Logits are for the last position only when ``last_only`` (all generation needs), else for all T.
         """
-        t = tf.shape(input_ids)[1]
+        t = shape_list(input_ids)[1]
         h = self._embed(input_ids, position_ids)
         allowed = causal_allowed(attention_mask, cache_index, t)
         h, new_cache = self._decode(h, allowed, cache=cache, cache_index=cache_index)

@@ -34,6 +34,7 @@ from xlagen.models.layers import (
     kv_cache,
     linear,
     merge_heads,
+    shape_list,
     split_heads,
     update_cache,
 )
@@ -465,8 +466,8 @@ class TFT5ForConditionalGeneration(TFPreTrainedModel):
         module docstring).
         """
         del position_ids
-        t = tf.shape(input_ids)[1]
-        max_length = tf.shape(attention_mask)[1]
+        t = shape_list(input_ids)[1]
+        max_length = shape_list(attention_mask)[1]
         query_slots = tf.cast(cache_index, tf.int32) + tf.range(t)
         allowed = causal_allowed(attention_mask, cache_index, t)
         h, self_caches = self._decode(

@@ -31,7 +31,9 @@ from xlagen.models.layers import (
     attend,
     causal_allowed,
     kv_cache,
+    linear,
     merge_heads,
+    shape_list,
     split_heads,
     update_cache,
 )
@@ -44,15 +46,6 @@ class Seq2SeqLMOutput(ModelOutput):
 
 
 _register_output_tree(Seq2SeqLMOutput)
-
-
-def linear(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor | None = None) -> tf.Tensor:
-    """``x @ weight.T + bias`` for a PyTorch-layout ``weight`` [out, in], as one 2-D GEMM."""
-    shape = tf.shape(x)
-    y = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), weight, transpose_b=True)
-    if bias is not None:
-        y = y + bias
-    return tf.reshape(y, tf.concat([shape[:-1], [weight.shape[0]]], axis=0))
 
 
 def conv1d(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, stride: int) -> tf.Tensor:
@@ -407,7 +400,7 @@ class TFWhisperForConditionalGeneration(TFPreTrainedModel):
         ``attention_mask`` [B, max_length] covers every self-attention slot; logits are for the last
         position only when ``last_only``, else for all T.
         """
-        t = tf.shape(input_ids)[1]
+        t = shape_list(input_ids)[1]
         h = self._embed(input_ids, position_ids)
         allowed = causal_allowed(attention_mask, cache_index, t)
         new_self = []
