@@ -236,6 +236,15 @@ def markdown(doc: dict) -> str:
         ratios.append(line)
     if ratios:
         lines += ["Ratios (from this run):", "", *ratios, ""]
+    dropped = doc.get("dropped") or []
+    if dropped:
+        by_reason: dict[str, list[str]] = {}
+        for d in dropped:
+            by_reason.setdefault(d["reason"], []).append(f"{d['system']} at {d['workload']}")
+        lines += [
+            f"Not in the table (kept in results.json): {', '.join(v)} ({k})." for k, v in by_reason.items()
+        ]
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -270,6 +270,36 @@ def merge(old: dict, new: dict) -> dict:
     }
 
 
+def drop_records(doc: dict, specs: str, reason: str) -> list[dict]:
+    """Move the records named by ``specs`` (comma list of ``system@workload``, either side a prefix
+    as in ``--systems``/``--only``: ``kerashub@opt``) out of the table into ``doc["dropped"]``, each
+    with ``reason``, e.g. rows measured on another day that a new part's ratios must not use."""
+    wanted = []
+    for spec in (s.strip() for s in specs.split(",") if s.strip()):
+        system, sep, workload = spec.partition("@")
+        if not sep or not system or not workload:
+            raise ValueError(f"--drop takes system@workload items, got {spec!r}")
+        wanted.append((system, workload))
+    keep, gone = [], []
+    for r in doc["results"]:
+        hit = any(r["system"].startswith(s) and r["workload"].startswith(w) for s, w in wanted)
+        (gone if hit else keep).append(r)
+    if not gone:
+        raise ValueError(f"--drop {specs!r} matches no record in results.json")
+    doc["results"] = keep
+    doc.setdefault("dropped", []).extend(
+        {
+            "system": r["system"],
+            "workload": r["workload"],
+            "tokens_per_s": r.get("tokens_per_s"),
+            "median_s": r.get("median_s"),
+            "reason": reason,
+        }
+        for r in gone
+    )
+    return gone
+
+
 def workloads_in_suite_order(ws: list[dict]) -> list[dict]:
     names = [w["name"] for w in workloads(False)] + [w["name"] for w in workloads(True)]
     return sorted(ws, key=lambda w: names.index(w["name"]) if w["name"] in names else len(names))
@@ -346,6 +376,13 @@ def main(argv: list[str] | None = None) -> int:
         help="run the plan this many times, systems of a workload in alternating order; each "
         "(system, workload) keeps its median round (of two: the faster), robust to a drifting machine",
     )
+    ap.add_argument(
+        "--drop",
+        metavar="SYSTEM@WORKLOAD,...",
+        help="run nothing: move these records of results.json out of the table (kept under 'dropped' "
+        "with --reason) and rewrite table.md and chart.png",
+    )
+    ap.add_argument("--reason", default="", help="why --drop removes the records (kept in results.json)")
     ap.add_argument("--list", action="store_true", help="print the plan and exit")
     args = ap.parse_args(argv)
     args.runs = args.runs or (2 if args.quick else 5)
@@ -353,6 +390,24 @@ def main(argv: list[str] | None = None) -> int:
     args.budget = args.budget or (10.0 if args.quick else 60.0)
     out_dir = args.out or (RESULTS / "tmp" / "quick" if args.quick else RESULTS)
     tmp = (RESULTS / "tmp" / "logs" / ("quick" if args.quick else "full")).resolve()
+
+    if args.drop:
+        if not args.reason:
+            ap.error("--drop needs --reason (it is kept in results.json next to the dropped records)")
+        path = out_dir / "results.json"
+        if not path.is_file():
+            ap.error(f"--drop: no {path}")
+        doc = json.loads(path.read_text())
+        try:
+            gone = drop_records(doc, args.drop, args.reason)
+        except ValueError as e:
+            ap.error(str(e))
+        report.enrich(doc)
+        path.write_text(json.dumps(doc, indent=1, default=str))
+        (out_dir / "table.md").write_text(report.markdown(doc))
+        report.chart(doc, out_dir / "chart.png")
+        print(f"dropped {len(gone)} records: " + ", ".join(f"{r['system']}@{r['workload']}" for r in gone))
+        return 0
 
     all_w = workloads(args.quick)
     names = select([w["name"] for w in all_w], args.only)

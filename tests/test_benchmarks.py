@@ -64,3 +64,27 @@ def test_settings_text_groups_parts_with_the_same_settings():
     mixed = report._settings_text({"parts": [{"settings": s} for s in (rounds, plain, plain, rounds)]})
     assert mixed.count("3 warm runs") == 2 and "in 2 alternating rounds" in mixed
     assert mixed.endswith("in parts 2, 3") and "in parts 1, 4;" in mixed
+
+
+def test_drop_records_moves_matching_rows_out_of_the_table():
+    import pytest
+
+    from benchmarks.run import drop_records
+
+    def rec(system, workload):
+        return {"system": system, "workload": workload, "tokens_per_s": 1.0, "median_s": 2.0}
+
+    doc = {
+        "results": [rec("kerashub-xla", "opt-b8"), rec("kerashub-xla", "gpt2-b1"), rec("tf4-xla", "opt-b8")]
+    }
+    gone = drop_records(doc, "kerashub@opt", "another day")
+    assert [(r["system"], r["workload"]) for r in gone] == [("kerashub-xla", "opt-b8")]
+    assert [(r["system"], r["workload"]) for r in doc["results"]] == [
+        ("kerashub-xla", "gpt2-b1"),
+        ("tf4-xla", "opt-b8"),
+    ]
+    assert doc["dropped"] == [dict(rec("kerashub-xla", "opt-b8"), reason="another day")]
+    with pytest.raises(ValueError, match="matches no record"):
+        drop_records(doc, "torch@t5", "x")
+    with pytest.raises(ValueError, match="system@workload"):
+        drop_records(doc, "kerashub", "x")
