@@ -96,3 +96,23 @@ def test_beam_options_are_checked(gpt2_model):
         gpt2_model.generate(ids, max_new_tokens=3, num_beams=2, early_stopping="sometimes")
     with pytest.raises(ValueError, match="num_beams"):
         gpt2_model.generate(ids, max_new_tokens=3, num_beams=0)
+
+
+@pytest.mark.parametrize("batch_dim", [None, 3], ids=["dynamic-batch", "static-batch"])
+def test_t5_beam_search_in_user_xla_function(t5_pair, batch_dim):
+    """Inside a user's tf.function the encoder rows are shared by the beams only when the batch is
+    static; with a dynamic batch the encoder output is repeated per beam, and both match Transformers."""
+    model, pt_model = t5_pair
+    ids, mask = encoder_batch(np.random.default_rng(14), [5, 11, 2])
+    kw = dict(max_new_tokens=10, num_beams=3)
+    with torch.no_grad():
+        ref = pt_model.generate(torch.tensor(ids), attention_mask=torch.tensor(mask), **kw).numpy()
+    spec = tf.TensorSpec([batch_dim, ids.shape[1]], tf.int32)
+
+    @tf.function(jit_compile=True, input_signature=[spec, spec])
+    def fn(ids, mask):
+        return model.generate(ids, attention_mask=mask, **kw)
+
+    out = fn(tf.constant(ids, tf.int32), tf.constant(mask, tf.int32)).numpy()
+    np.testing.assert_array_equal(out[:, : ref.shape[1]], ref)
+    assert (out[:, ref.shape[1] :] == model.generation_config.pad_token_id).all()

@@ -99,9 +99,12 @@ def beam_decode(
     # cross-attention shares them among the beams (``encoder_rows_shared_by_beams``, static batch);
     # otherwise they are repeated for the beams.
     enc = None if encoder_inputs is None else model.encode(**encoder_inputs)
-    shared = getattr(model, "encoder_rows_shared_by_beams", False) and input_ids.shape[0] is not None
-    if enc is not None and not shared:
-        enc = tf.nest.map_structure(expand, enc)
+    if enc is not None:
+        static_rows = input_ids.shape[0] is not None and all(
+            t.shape[0] is not None for t in tf.nest.flatten(enc)
+        )
+        if not (static_rows and getattr(model, "encoder_rows_shared_by_beams", False)):
+            enc = tf.nest.map_structure(expand, enc)
     logits, cache, full_mask, next_position = prefill(
         model, flat_ids, flat_mask, capacity, encoder_outputs=enc
     )
