@@ -250,7 +250,9 @@ def merge(old: dict, new: dict) -> dict:
     readings = [*old["bandwidth"].values(), *new["bandwidth"].values()]
     best = max(readings, key=lambda b: b["read_gb_per_s"])
     worst = min(readings, key=lambda b: b["read_gb_per_s"])
-    parts = old.get("parts") or [{k: old[k] for k in ("started", "duration_s", "settings")}]
+    # A copy: the orchestrator merges into the same ``old`` after every run, and each of those
+    # writes must add this part once, not once per write.
+    parts = list(old.get("parts") or [{k: old[k] for k in ("started", "duration_s", "settings")}])
     parts.append({k: new[k] for k in ("started", "duration_s", "settings")})
     return {
         **new,

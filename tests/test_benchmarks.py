@@ -88,3 +88,30 @@ def test_drop_records_moves_matching_rows_out_of_the_table():
         drop_records(doc, "torch@t5", "x")
     with pytest.raises(ValueError, match="system@workload"):
         drop_records(doc, "kerashub", "x")
+
+
+def test_merging_into_the_same_old_results_twice_adds_one_part():
+    """The orchestrator rewrites results after every run by merging into the results it loaded at
+    its start: the new part must appear once however many times that happens."""
+    from benchmarks.run import merge
+
+    bw = {"read_gb_per_s": 25.0, "gemm_gflop_per_s": 150.0}
+    settings = {"runs": 3, "min_runs": 3, "budget_s": 30.0}
+
+    def doc(started, duration, results):
+        return {
+            "started": started,
+            "duration_s": duration,
+            "settings": settings,
+            "bandwidth": {"start": bw, "end": bw},
+            "workloads": [{"name": "gpt2-b1", "model": "gpt2"}],
+            "results": results,
+        }
+
+    old = doc("day 1", 100.0, [{"system": "tf4-xla", "workload": "gpt2-b1"}])
+    old["parts"] = [{"started": "day 1", "duration_s": 100.0, "settings": settings}]
+    for duration in (10.0, 20.0, 30.0):
+        merged = merge(old, doc("day 2", duration, [{"system": "xlagen-xla", "workload": "gpt2-b1"}]))
+    assert [p["started"] for p in merged["parts"]] == ["day 1", "day 2"]
+    assert merged["duration_s"] == 130.0
+    assert {r["system"] for r in merged["results"]} == {"tf4-xla", "xlagen-xla"}
