@@ -273,9 +273,13 @@ def merge(old: dict, new: dict) -> dict:
 
 
 def drop_records(doc: dict, specs: str, reason: str) -> list[dict]:
-    """Move the records named by ``specs`` (comma list of ``system@workload``, either side a prefix
-    as in ``--systems``/``--only``: ``kerashub@opt``) out of the table into ``doc["dropped"]``, each
+    """Move the records named by ``specs`` (comma list of ``system@workload``, exact names, or
+    prefixes ending in ``*``: ``kerashub*@opt*``) out of the table into ``doc["dropped"]``, each
     with ``reason``, e.g. rows measured on another day that a new part's ratios must not use."""
+
+    def matches(name: str, token: str) -> bool:
+        return name.startswith(token[:-1]) if token.endswith("*") else name == token
+
     wanted = []
     for spec in (s.strip() for s in specs.split(",") if s.strip()):
         system, sep, workload = spec.partition("@")
@@ -284,7 +288,7 @@ def drop_records(doc: dict, specs: str, reason: str) -> list[dict]:
         wanted.append((system, workload))
     keep, gone = [], []
     for r in doc["results"]:
-        hit = any(r["system"].startswith(s) and r["workload"].startswith(w) for s, w in wanted)
+        hit = any(matches(r["system"], s) and matches(r["workload"], w) for s, w in wanted)
         (gone if hit else keep).append(r)
     if not gone:
         raise ValueError(f"--drop {specs!r} matches no record in results.json")

@@ -77,7 +77,9 @@ def test_drop_records_moves_matching_rows_out_of_the_table():
     doc = {
         "results": [rec("kerashub-xla", "opt-b8"), rec("kerashub-xla", "gpt2-b1"), rec("tf4-xla", "opt-b8")]
     }
-    gone = drop_records(doc, "kerashub@opt", "another day")
+    with pytest.raises(ValueError, match="matches no record"):
+        drop_records(doc, "kerashub@opt-b8", "names are exact unless they end in *")
+    gone = drop_records(doc, "kerashub*@opt*", "another day")
     assert [(r["system"], r["workload"]) for r in gone] == [("kerashub-xla", "opt-b8")]
     assert [(r["system"], r["workload"]) for r in doc["results"]] == [
         ("kerashub-xla", "gpt2-b1"),
