@@ -117,3 +117,17 @@ def test_merging_into_the_same_old_results_twice_adds_one_part():
     assert [p["started"] for p in merged["parts"]] == ["day 1", "day 2"]
     assert merged["duration_s"] == 130.0
     assert {r["system"] for r in merged["results"]} == {"tf4-xla", "xlagen-xla"}
+
+
+def test_enrich_drops_ratios_whose_records_are_gone():
+    bw = {"read_gb_per_s": 25.0}
+    w = {"name": "gpt2-b1", "model": "gpt2", "xlagen_vs_tf4_eager": 15.0}
+
+    def rec(system, tps):
+        return {"system": system, "workload": "gpt2-b1", "ok": True, "tokens_per_s": tps, "first_call_s": 1.0}
+
+    doc = {"bandwidth": {"start": bw, "end": bw}, "workloads": [w], "models": {}, "results": []}
+    doc["results"] = [rec("xlagen-xla", 30.0), rec("tf4-xla", 20.0)]
+    report.enrich(doc)
+    assert "xlagen_vs_tf4_eager" not in w  # its tf4-eager record is no longer there
+    assert w["fastest_peer"] == "tf4-xla" and w["xlagen_speedup_vs_fastest_peer"] == 1.5
