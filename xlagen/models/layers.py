@@ -137,7 +137,7 @@ def attend(
             raise ValueError(f"attention: {rows_q} query rows cannot share {rows_k} key/value rows")
         return _attend_shared(q, k, v, allowed, scale, dropout, bias, rows_q // rows_k)
     b, h, t, d = shape_list(q)
-    s = shape_list(k)[1]
+    s = shape_list(k)[-2]  # key slots, in either layout
     flat = k.shape.rank == 3
     if flat:
         q = tf.reshape(q, [-1, t, d])

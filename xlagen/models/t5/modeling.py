@@ -247,10 +247,10 @@ class TFT5ForConditionalGeneration(TFPreTrainedModel):
     """T5 with its language-modelling head (tied to ``shared`` unless the checkpoint unties it)."""
 
     # Cache entries shared by all beams of an input: beam search does not reorder them.
+    beam_invariant_cache_keys = ("cross", "encoder_mask")
     # Cross-attention takes one encoder row per input for all its beams (``layers.attend``), so
     # beam search neither repeats the encoder output per beam nor reads the same K/V K times.
     encoder_rows_shared_by_beams = True
-    beam_invariant_cache_keys = ("cross", "encoder_mask")
 
     config_class = T5Config
     # Copies of ``shared.weight`` some files carry, and a weight Transformers drops as unused.

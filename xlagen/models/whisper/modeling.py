@@ -186,10 +186,10 @@ class TFWhisperForConditionalGeneration(TFPreTrainedModel):
     """Whisper with its language-modelling head ``proj_out`` (tied to ``model.decoder.embed_tokens``)."""
 
     # Cache entries shared by all beams of an input: beam search does not reorder them.
+    beam_invariant_cache_keys = ("cross",)
     # Cross-attention takes one encoder row per input for all its beams (``layers.attend``), so
     # beam search neither repeats the encoder output per beam nor reads the same K/V K times.
     encoder_rows_shared_by_beams = True
-    beam_invariant_cache_keys = ("cross",)
 
     config_class = WhisperConfig
     main_input_name = "input_features"
