@@ -1,7 +1,9 @@
 """The benchmark orchestrator's bookkeeping: alternating rounds and the round kept per system."""
 
+import pytest
+
 from benchmarks import report
-from benchmarks.run import median_round, round_orders
+from benchmarks.run import drop_records, median_round, merge, round_orders
 
 
 def _plan():
@@ -67,10 +69,6 @@ def test_settings_text_groups_parts_with_the_same_settings():
 
 
 def test_drop_records_moves_matching_rows_out_of_the_table():
-    import pytest
-
-    from benchmarks.run import drop_records
-
     def rec(system, workload):
         return {"system": system, "workload": workload, "tokens_per_s": 1.0, "median_s": 2.0}
 
@@ -95,8 +93,6 @@ def test_drop_records_moves_matching_rows_out_of_the_table():
 def test_merging_into_the_same_old_results_twice_adds_one_part():
     """The orchestrator rewrites results after every run by merging into the results it loaded at
     its start: the new part must appear once however many times that happens."""
-    from benchmarks.run import merge
-
     bw = {"read_gb_per_s": 25.0, "gemm_gflop_per_s": 150.0}
     settings = {"runs": 3, "min_runs": 3, "budget_s": 30.0}
 
