@@ -25,6 +25,7 @@ demo: setup
 # Lint, then the whole test suite (what CI runs).
 test: $(VENV)/.test
 	$(BIN)/ruff check xlagen tests scripts benchmarks
+	$(BIN)/ruff format --check xlagen tests scripts benchmarks
 	$(BIN)/python -m pytest -q
 
 # The benchmark suite behind the README's table (peers in their own venvs; ~75 min on 2 cores).

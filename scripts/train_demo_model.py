@@ -82,7 +82,9 @@ def main() -> None:
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=steps, warmup_target=2e-3, warmup_steps=min(200, steps // 10), alpha=0.05
     )
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.01, clipnorm=1.0), jit_compile=True)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.01, clipnorm=1.0), jit_compile=True
+    )
     data = (
         tf.data.Dataset.from_tensor_slices(windows)
         .repeat()
@@ -99,7 +101,9 @@ def main() -> None:
     model.save_pretrained(args.out)
     tokenizer.save_pretrained(args.out)
     weights = args.out / "model.safetensors"  # store half precision: half the size, same text
-    save_file({k: v.astype(np.float16) for k, v in load_file(weights).items()}, weights, metadata={"format": "pt"})
+    save_file(
+        {k: v.astype(np.float16) for k, v in load_file(weights).items()}, weights, metadata={"format": "pt"}
+    )
 
     reloaded = xlagen.TFAutoModelForCausalLM.from_pretrained(args.out)
     prompt = tokenizer(["And God said"], return_tensors="tf")
