@@ -254,6 +254,8 @@ def merge(old: dict, new: dict) -> dict:
     # writes must add this part once, not once per write.
     parts = list(old.get("parts") or [{k: old[k] for k in ("started", "duration_s", "settings")}])
     parts.append({k: new[k] for k in ("started", "duration_s", "settings")})
+    # Dropped records stay out of the table, unless this part measured them again.
+    dropped = [d for d in old.get("dropped") or [] if (d["system"], d["workload"]) not in done]
     return {
         **new,
         "started": old["started"],
@@ -264,6 +266,7 @@ def merge(old: dict, new: dict) -> dict:
         "models": {**old.get("models", {}), **new.get("models", {})},
         "checkpoints": {**old.get("checkpoints", {}), **new.get("checkpoints", {})},
         "results": results,
+        **({"dropped": dropped} if dropped else {}),
         **(
             {"persistent_cache": new.get("persistent_cache") or old["persistent_cache"]}
             if (new.get("persistent_cache") or old.get("persistent_cache"))

@@ -115,6 +115,30 @@ def test_merging_into_the_same_old_results_twice_adds_one_part():
     assert {r["system"] for r in merged["results"]} == {"tf4-xla", "xlagen-xla"}
 
 
+def test_merge_keeps_dropped_records_until_measured_again():
+    bw = {"read_gb_per_s": 25.0, "gemm_gflop_per_s": 150.0}
+    old = {
+        "started": "day 1",
+        "duration_s": 10.0,
+        "settings": {},
+        "bandwidth": {"start": bw, "end": bw},
+        "workloads": [{"name": "gpt2-b1"}, {"name": "opt-b1"}],
+        "results": [{"system": "tf4-xla", "workload": "gpt2-b1"}],
+        "dropped": [
+            {"system": "kerashub-xla", "workload": "gpt2-b1", "reason": "stale"},
+            {"system": "kerashub-xla", "workload": "opt-b1", "reason": "stale"},
+        ],
+    }
+    new = {**old, "started": "day 2", "results": [{"system": "kerashub-xla", "workload": "gpt2-b1"}]}
+    del new["dropped"]
+    merged = merge(old, new)
+    assert merged["dropped"] == [{"system": "kerashub-xla", "workload": "opt-b1", "reason": "stale"}]
+    assert {(r["system"], r["workload"]) for r in merged["results"]} == {
+        ("tf4-xla", "gpt2-b1"),
+        ("kerashub-xla", "gpt2-b1"),
+    }
+
+
 def test_enrich_drops_ratios_whose_records_are_gone():
     bw = {"read_gb_per_s": 25.0}
     w = {"name": "gpt2-b1", "model": "gpt2", "xlagen_vs_tf4_eager": 15.0}
