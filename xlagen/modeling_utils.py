@@ -139,6 +139,13 @@ class TFPreTrainedModel(keras.Model, GenerationMixin):
             names.update(getattr(layer, "checkpoint_names", {}))
         return names
 
+    def transposed_checkpoint_names(self) -> set[str]:
+        """Checkpoint names whose variable holds the tensor transposed (``new_weight(transposed=True)``)."""
+        names: set[str] = set()
+        for layer in self._flatten_layers(include_self=False, recursive=True):
+            names |= getattr(layer, "transposed_checkpoint_names", set())
+        return names
+
     def _match_checkpoint_name(self, name: str, wanted: dict[str, Any]) -> str | None:
         if name in wanted:
             return name
@@ -151,6 +158,7 @@ class TFPreTrainedModel(keras.Model, GenerationMixin):
         """Assign weights by name; all problems are collected and raised before anything is assigned."""
         sources = sources or {}
         wanted = self.checkpoint_variables()
+        transposed = self.transposed_checkpoint_names()
         assign: dict[str, np.ndarray] = {}
         problems: list[str] = []
         unexpected: list[str] = []
@@ -164,13 +172,15 @@ class TFPreTrainedModel(keras.Model, GenerationMixin):
                     unexpected.append(name)
                 continue
             shape = tuple(wanted[target].shape)
+            if target in transposed:
+                shape = shape[::-1]
             if tuple(array.shape) != shape:
                 problems.append(f"tensor {name!r}{where} has shape {tuple(array.shape)}, expected {shape}")
                 continue
             if not np.issubdtype(array.dtype, np.floating):
                 problems.append(f"tensor {name!r}{where} has dtype {array.dtype}, expected a float type")
                 continue
-            assign[target] = array
+            assign[target] = np.ascontiguousarray(array.T) if target in transposed else array
         files = sorted({str(p) for p in sources.values()}) or ["the given state dict"]
         for target in wanted:
             if target not in assign:
@@ -193,7 +203,11 @@ class TFPreTrainedModel(keras.Model, GenerationMixin):
         return config
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        return {name: np.asarray(var.numpy()) for name, var in self.checkpoint_variables().items()}
+        transposed = self.transposed_checkpoint_names()
+        return {
+            name: np.ascontiguousarray(var.numpy().T) if name in transposed else np.asarray(var.numpy())
+            for name, var in self.checkpoint_variables().items()
+        }
 
     @classmethod
     def from_pretrained(

@@ -112,6 +112,19 @@ def test_save_pretrained_round_trips_through_transformers(tmp_path, gpt2_model, 
         np.testing.assert_array_equal(again.state_dict()[name], value)
 
 
+def test_conv1d_weights_are_held_transposed(gpt2_model, gpt2_torch):
+    """The Conv1D weights live as [out, in] (the faster layout for XLA CPU's products); the state
+    dict still has the checkpoint's [in, out], equal to Transformers' tensors."""
+    name = "transformer.h.0.attn.c_attn.weight"
+    assert name in gpt2_model.transposed_checkpoint_names()
+    var = gpt2_model.checkpoint_variables()[name]
+    want = gpt2_torch.state_dict()[name].numpy()
+    assert tuple(var.shape) == want.shape[::-1]
+    np.testing.assert_array_equal(gpt2_model.state_dict()[name], want)
+    with pytest.raises(ValueError, match="only 2-D weights"):
+        gpt2_model.blocks[0].new_weight("x.bias", (4,), transposed=True)
+
+
 def test_missing_tensor_is_named(tmp_path, gpt2_torch):
     from safetensors.numpy import load_file, save_file
 

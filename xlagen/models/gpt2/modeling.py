@@ -1,7 +1,9 @@
 """GPT-2 as a Keras model with TensorFlow numerics, plus the cached-decoding protocol.
 
-Weights keep Hugging Face's state-dict names (``transformer.h.0.attn.c_attn.weight`` ...) and
-layouts (GPT-2's Conv1D stores ``[in, out]``), so checkpoints load by name.
+Weights keep Hugging Face's state-dict names (``transformer.h.0.attn.c_attn.weight`` ...), so
+checkpoints load by name. GPT-2's Conv1D weights (``[in, out]`` in the checkpoint) are held as
+``[out, in]`` and used as ``x @ W.T``: XLA CPU runs the decode step's products ~20 % faster at
+batch 8 in that layout (loading and saving transpose them).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from xlagen.models.layers import (
     WeightLayer,
     attend,
     causal_allowed,
-    dense,
     kv_cache,
+    linear,
     merge_heads,
     shape_list,
     split_heads,
@@ -33,9 +35,9 @@ class GPT2Attention(WeightLayer):
         super().__init__(**kw)
         c = config.n_embd
         init = keras.initializers.RandomNormal(stddev=config.initializer_range)
-        self.c_attn_w = self.new_weight(f"{prefix}.c_attn.weight", (c, 3 * c), init)
+        self.c_attn_w = self.new_weight(f"{prefix}.c_attn.weight", (c, 3 * c), init, transposed=True)
         self.c_attn_b = self.new_weight(f"{prefix}.c_attn.bias", (3 * c,))
-        self.c_proj_w = self.new_weight(f"{prefix}.c_proj.weight", (c, c), init)
+        self.c_proj_w = self.new_weight(f"{prefix}.c_proj.weight", (c, c), init, transposed=True)
         self.c_proj_b = self.new_weight(f"{prefix}.c_proj.bias", (c,))
         self.num_heads = config.n_head
         scale = 1.0 / math.sqrt(c // config.n_head) if config.scale_attn_weights else 1.0
@@ -47,7 +49,7 @@ class GPT2Attention(WeightLayer):
         self.built = True
 
     def call(self, x, allowed, cache=None, cache_index=None, training=False):
-        q, k, v = tf.split(dense(x, self.c_attn_w, self.c_attn_b), 3, axis=-1)
+        q, k, v = tf.split(linear(x, self.c_attn_w, self.c_attn_b), 3, axis=-1)
         q, k, v = (split_heads(t, self.num_heads) for t in (q, k, v))
         if cache is not None:
             k = update_cache(cache[0], k, cache_index)
@@ -55,7 +57,7 @@ class GPT2Attention(WeightLayer):
             cache = (k, v)
         dropout = (lambda p: self.attn_dropout(p, training=training)) if training else None
         out = attend(q, k, v, allowed, self.scale, dropout)
-        out = dense(merge_heads(out), self.c_proj_w, self.c_proj_b)
+        out = linear(merge_heads(out), self.c_proj_w, self.c_proj_b)
         return self.resid_dropout(out, training=training), cache
 
 
@@ -67,9 +69,9 @@ class GPT2Block(WeightLayer):
         self.ln_1 = LayerNorm(f"{prefix}.ln_1", c, config.layer_norm_epsilon)
         self.attn = GPT2Attention(config, f"{prefix}.attn", layer_idx)
         self.ln_2 = LayerNorm(f"{prefix}.ln_2", c, config.layer_norm_epsilon)
-        self.fc_w = self.new_weight(f"{prefix}.mlp.c_fc.weight", (c, inner), init)
+        self.fc_w = self.new_weight(f"{prefix}.mlp.c_fc.weight", (c, inner), init, transposed=True)
         self.fc_b = self.new_weight(f"{prefix}.mlp.c_fc.bias", (inner,))
-        self.proj_w = self.new_weight(f"{prefix}.mlp.c_proj.weight", (inner, c), init)
+        self.proj_w = self.new_weight(f"{prefix}.mlp.c_proj.weight", (inner, c), init, transposed=True)
         self.proj_b = self.new_weight(f"{prefix}.mlp.c_proj.bias", (c,))
         self.act = ACTIVATIONS[config.activation_function]
         self.mlp_dropout = keras.layers.Dropout(config.resid_pdrop)
@@ -78,7 +80,7 @@ class GPT2Block(WeightLayer):
     def call(self, x, allowed, cache=None, cache_index=None, training=False):
         a, cache = self.attn(self.ln_1(x), allowed, cache=cache, cache_index=cache_index, training=training)
         x = x + a
-        h = dense(self.act(dense(self.ln_2(x), self.fc_w, self.fc_b)), self.proj_w, self.proj_b)
+        h = linear(self.act(linear(self.ln_2(x), self.fc_w, self.fc_b)), self.proj_w, self.proj_b)
         return x + self.mlp_dropout(h, training=training), cache
 
 
