@@ -180,7 +180,7 @@ class TFPreTrainedModel(keras.Model, GenerationMixin):
             if not np.issubdtype(array.dtype, np.floating):
                 problems.append(f"tensor {name!r}{where} has dtype {array.dtype}, expected a float type")
                 continue
-            assign[target] = np.ascontiguousarray(array.T) if target in transposed else array
+            assign[target] = array
         files = sorted({str(p) for p in sources.values()}) or ["the given state dict"]
         for target in wanted:
             if target not in assign:
@@ -192,8 +192,10 @@ class TFPreTrainedModel(keras.Model, GenerationMixin):
             )
         if unexpected:
             logger.warning("ignored %d unexpected checkpoint tensors: %s", len(unexpected), unexpected[:10])
-        for target, array in assign.items():
-            wanted[target].assign(array.astype(np.float32))
+        for target, array in assign.items():  # one transposed copy alive at a time
+            wanted[target].assign(
+                np.ascontiguousarray(array.T if target in transposed else array, np.float32)
+            )
 
     @classmethod
     def _config_for_checkpoint(
