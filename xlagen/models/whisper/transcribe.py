@@ -502,8 +502,8 @@ class WhisperPipeline:
             if batched:
                 if seek not in prepared:
                     rest = [(seek, size)]  # this window and the ones after it, as the loop will see them
-                    while sum(rest[-1]) < content:
-                        rest.append((sum(rest[-1]), self._window_size(sum(rest[-1]), content, cut_frames)))
+                    while (start := sum(rest[-1])) < content:
+                        rest.append((start, self._window_size(start, content, cut_frames)))
                     groups = -(-len(rest) // self.window_batch)
                     windows = rest[: -(-len(rest) // groups)]  # batches of even sizes
                     hidden = self.encode(np.stack([self._window(mel, a, n) for a, n in windows]))
