@@ -20,10 +20,14 @@ FILTER_VALUE = float("-inf")
 
 
 class DecodeState(NamedTuple):
+    """``cur_len`` and ``step`` are scalars in ``generate`` (one value for the batch) and [rows, 1]
+    in the server's decode slots (each row its own request); processors broadcast either way."""
+
     tokens: tf.Tensor  # [rows, slots] int32: prompt then generated tokens
     valid: tf.Tensor  # [rows, slots] bool: real tokens (not padding, not yet generated)
-    cur_len: tf.Tensor  # scalar int32: prompt width + step (Transformers' input_ids.shape[-1])
-    step: tf.Tensor  # scalar int32: tokens generated so far
+    cur_len: tf.Tensor  # int32: prompt width + step (Transformers' input_ids.shape[-1])
+    step: tf.Tensor  # int32: tokens generated so far
+    generated: tf.Tensor | None = None  # [rows, slots] bool: the generated tokens (None: not tracked)
 
 
 class LogitsProcessor:
@@ -49,14 +53,18 @@ def token_mask(token_ids: tf.Tensor | Sequence[int], vocab_size: int) -> tf.Tens
     return tf.reduce_any(tf.concat([hits, tf.zeros([1, vocab_size], tf.bool)], axis=0), axis=0)
 
 
-def seen_tokens(state: DecodeState, vocab_size: int, extra: tf.Tensor | None = None) -> tf.Tensor:
-    """[rows, vocab] bool: which ids occur among the real tokens (scatter: linear in the length)."""
+def token_counts(state: DecodeState, vocab_size: int, extra: tf.Tensor | None = None) -> tf.Tensor:
+    """[rows, vocab] int32: how often each id occurs among the real tokens (and ``extra``, if given)."""
     rows, slots = tf.shape(state.tokens)[0], tf.shape(state.tokens)[1]
     valid = state.valid if extra is None else tf.logical_and(state.valid, extra)
     ids = tf.clip_by_value(state.tokens, 0, vocab_size - 1)
     index = tf.stack([tf.repeat(tf.range(rows), slots), tf.reshape(ids, [-1])], axis=1)
-    counts = tf.scatter_nd(index, tf.reshape(tf.cast(valid, tf.int32), [-1]), [rows, vocab_size])
-    return counts > 0
+    return tf.scatter_nd(index, tf.reshape(tf.cast(valid, tf.int32), [-1]), [rows, vocab_size])
+
+
+def seen_tokens(state: DecodeState, vocab_size: int, extra: tf.Tensor | None = None) -> tf.Tensor:
+    """[rows, vocab] bool: which ids occur among the real tokens (scatter: linear in the length)."""
+    return token_counts(state, vocab_size, extra) > 0
 
 
 def _force(scores: tf.Tensor, token_ids: Sequence[int], when: tf.Tensor) -> tf.Tensor:
@@ -87,6 +95,21 @@ class RepetitionPenaltyLogitsProcessor(LogitsProcessor):
         seen = seen_tokens(state, scores.shape[-1])
         penalised = tf.where(scores < 0, scores * self.penalty, scores / self.penalty)
         return tf.where(seen, penalised, scores)
+
+
+class PresenceFrequencyPenaltyLogitsProcessor(LogitsProcessor):
+    """OpenAI's penalties over the *generated* tokens: subtract ``frequency * count`` and
+    ``presence`` (once) from each id already generated (``state.generated`` must be tracked)."""
+
+    def __init__(self, presence_penalty: tf.Tensor, frequency_penalty: tf.Tensor) -> None:
+        self.presence = presence_penalty
+        self.frequency = frequency_penalty
+
+    def __call__(self, scores, state):
+        if state.generated is None:
+            raise ValueError("presence/frequency penalties need DecodeState.generated")
+        counts = tf.cast(token_counts(state, scores.shape[-1], state.generated), scores.dtype)
+        return scores - self.frequency * counts - self.presence * tf.cast(counts > 0, scores.dtype)
 
 
 class NoRepeatNGramLogitsProcessor(LogitsProcessor):
@@ -208,12 +231,21 @@ class TemperatureLogitsWarper(LogitsProcessor):
 
 
 class TopKLogitsWarper(LogitsProcessor):
-    """Keep the ``top_k`` highest scores (k is static: it sets a shape)."""
+    """Keep the ``top_k`` highest scores. An int k is static (it sets a shape: ``top_k`` picks them);
+    a tensor (one k per row, [rows, 1], 0 = off: the server's slots) reads the k-th of the sorted row."""
 
-    def __init__(self, top_k: int, min_tokens_to_keep: int = 1) -> None:
-        self.top_k = max(top_k, min_tokens_to_keep)
+    def __init__(self, top_k: int | tf.Tensor, min_tokens_to_keep: int = 1) -> None:
+        self.top_k = top_k if tf.is_tensor(top_k) else max(top_k, min_tokens_to_keep)
+        self.min_tokens_to_keep = min_tokens_to_keep
 
     def __call__(self, scores, state):
+        if tf.is_tensor(self.top_k):
+            vocab = scores.shape[-1]
+            k = tf.clip_by_value(tf.maximum(self.top_k, self.min_tokens_to_keep), 1, vocab)
+            ranked = tf.sort(scores, axis=-1, direction="DESCENDING")
+            kth = tf.gather(ranked, k - 1, axis=-1, batch_dims=1)  # [rows, 1]
+            threshold = tf.where(self.top_k > 0, kth, FILTER_VALUE)
+            return tf.where(scores < threshold, FILTER_VALUE, scores)
         k = min(self.top_k, scores.shape[-1])
         kth = tf.math.top_k(scores, k=k, sorted=False).values
         threshold = tf.reduce_min(kth, axis=-1, keepdims=True)

@@ -119,10 +119,30 @@ def kv_cache(batch: int, heads: int, length: int, head_dim: int) -> tuple[tf.Ten
 
 
 def update_cache(cache: tf.Tensor, new: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
-    """Write ``new`` [B, H, T, D] into the static ``cache`` [B * H, L, D] at slot ``index``."""
+    """Write ``new`` [B, H, T, D] into the static ``cache`` [B * H, L, D] at slot ``index``.
+
+    ``index`` is a scalar (every row writes at the same slot: ``generate``'s loop) or a vector [B]
+    (each row at its own slot: the server's decode slots, where requests sit at different lengths).
+    """
     zero = tf.zeros([], tf.int32)
-    rows = tf.reshape(tf.cast(new, cache.dtype), [-1, shape_list(new)[2], cache.shape[-1]])
-    return dynamic_update_slice(cache, rows, [zero, tf.cast(index, tf.int32), zero])
+    b, h, t, d = shape_list(new)
+    rows = tf.reshape(tf.cast(new, cache.dtype), [-1, t, cache.shape[-1]])
+    index = tf.cast(index, tf.int32)
+    if index.shape.rank == 0:
+        return dynamic_update_slice(cache, rows, [zero, index, zero])
+    # One scatter of B * H * T vectors of D: XLA updates the loop-carried buffer in place.
+    slots = tf.repeat(index, h)[:, None] + tf.range(t)[None, :]  # [B * H, T]
+    row_ids = tf.broadcast_to(tf.range(b * h)[:, None], [b * h, t])
+    where = tf.reshape(tf.stack([row_ids, slots], axis=-1), [-1, 2])
+    return tf.tensor_scatter_nd_update(cache, where, tf.reshape(rows, [-1, cache.shape[-1]]))
+
+
+def query_slots(cache_index: tf.Tensor, num_queries: int | tf.Tensor) -> tf.Tensor:
+    """Cache slots of T queries written from ``cache_index``: [T] for a scalar index, [B, T] for [B]."""
+    start = tf.cast(cache_index, tf.int32)
+    if start.shape.rank == 0:
+        return start + tf.range(num_queries)
+    return start[:, None] + tf.range(num_queries)[None, :]
 
 
 def attend(
@@ -188,11 +208,13 @@ def causal_allowed(
 ) -> tf.Tensor:
     """Which key slots each query may see: key <= query slot and the key is not padding.
 
-    attention_mask [B, S] covers every key slot; queries sit at slots query_start .. +num_queries.
-    Returns [B, 1, T, S] bool.
+    attention_mask [B, S] covers every key slot; queries sit at slots query_start .. +num_queries,
+    ``query_start`` a scalar or one start per row [B]. Returns [B, 1, T, S] bool.
     """
     s = shape_list(attention_mask)[1]
-    q_slots = tf.cast(query_start, tf.int32) + tf.range(num_queries)
-    causal = tf.range(s)[None, :] <= q_slots[:, None]  # [T, S]
+    q_slots = query_slots(query_start, num_queries)  # [T] or [B, T]
+    causal = tf.range(s) <= q_slots[..., None]  # [T, S] or [B, T, S]
+    if causal.shape.rank == 2:
+        causal = causal[None]
     keep = tf.cast(attention_mask, tf.bool)[:, None, None, :]
-    return tf.logical_and(causal[None, None], keep)
+    return tf.logical_and(causal[:, None], keep)

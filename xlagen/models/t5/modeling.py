@@ -34,6 +34,7 @@ from xlagen.models.layers import (
     kv_cache,
     linear,
     merge_heads,
+    query_slots,
     shape_list,
     split_heads,
     update_cache,
@@ -116,10 +117,14 @@ class T5Attention(WeightLayer):
         self.built = True
 
     def position_bias(self, query_slots: tf.Tensor, key_slots: tf.Tensor) -> tf.Tensor:
-        """Bias [1, heads, T, S] for queries at ``query_slots`` [T] and keys at ``key_slots`` [S]."""
-        relative = key_slots[None, :] - query_slots[:, None]
+        """Bias [1, heads, T, S] for queries at ``query_slots`` [T] and keys at ``key_slots`` [S]
+        ([B, heads, T, S] for per-row query slots [B, T])."""
+        relative = key_slots - query_slots[..., None]
         buckets = relative_position_bucket(relative, self.num_buckets, self.max_distance, self.bidirectional)
-        return tf.transpose(tf.gather(self.rel_bias, buckets), [2, 0, 1])[None]
+        bias = tf.gather(self.rel_bias, buckets)  # [(B,) T, S, heads]
+        if bias.shape.rank == 3:
+            return tf.transpose(bias, [2, 0, 1])[None]
+        return tf.transpose(bias, [0, 3, 1, 2])
 
     def project_kv(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Keys and values [B, heads, S, d_kv] of ``x`` (cross-attention computes these once)."""
@@ -468,11 +473,10 @@ class TFT5ForConditionalGeneration(TFPreTrainedModel):
         del position_ids
         t = shape_list(input_ids)[1]
         max_length = shape_list(attention_mask)[1]
-        query_slots = tf.cast(cache_index, tf.int32) + tf.range(t)
         allowed = causal_allowed(attention_mask, cache_index, t)
         h, self_caches = self._decode(
             input_ids,
-            query_slots,
+            query_slots(cache_index, t),
             tf.range(max_length),
             allowed,
             cache["cross"],
