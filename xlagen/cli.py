@@ -145,6 +145,49 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from xlagen.serving.app import ServerOptions, create_app
+        from xlagen.serving.models import SpeechService, TextService
+    except ImportError as e:
+        raise OSError(f"xlagen serve needs the server extra: pip install 'xlagen[serve]' ({e})") from e
+    for name in ("slots", "steps_per_call", "max_waiting"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    whisper = args.whisper if args.whisper is not None else ("none" if args.model else "default")
+    text = None
+    if args.model != "none":
+        model_dir = args.model or str(DEMO_MODEL)
+        if not Path(model_dir).is_dir():
+            raise ValueError(f"--model {model_dir!r} is not a directory")
+        text = TextService(
+            model_dir,
+            name=args.served_model_name,
+            slots=args.slots,
+            max_length=args.max_model_len,
+            steps_per_call=args.steps_per_call,
+            max_waiting=args.max_waiting,
+        )
+    speech = None
+    if whisper != "none":
+        if whisper != "default" and not Path(whisper).is_dir():
+            raise ValueError(f"--whisper {whisper!r} is not a directory")
+        speech = SpeechService(None if whisper == "default" else whisper)
+    if text is None and speech is None:
+        raise ValueError("nothing to serve: give --model or --whisper")
+    options = ServerOptions(api_key=args.api_key, cors_origins=args.cors_origin or [])
+    app = create_app(text, speech, options)
+    print(
+        f"xlagen serve: http://{args.host}:{args.port}/v1 (models load and compile first: "
+        "GET /health says 200 when ready)",
+        file=sys.stderr,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xlagen", description="XLA-compiled Transformer generation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -189,6 +232,24 @@ def build_parser() -> argparse.ArgumentParser:
                     help="progress bar (default: when stderr is a terminal)")  # fmt: skip
     tr.add_argument("--timing", action="store_true", help="print time and real-time factor per file")
     tr.set_defaults(func=cmd_transcribe)
+
+    sv = sub.add_parser("serve", help="OpenAI-compatible HTTP server with continuous batching")
+    sv.add_argument("--model", default=None, help="text model directory (default: the bundled demo GPT-2; "
+                    "'none': speech only)")  # fmt: skip
+    sv.add_argument("--whisper", default=None, help="Whisper directory, 'default' (bundled tiny.en) or 'none' "
+                    "(default: 'default' without --model, else 'none')")  # fmt: skip
+    sv.add_argument("--served-model-name", default=None, help="the text model's name in the API")
+    sv.add_argument("--slots", type=int, default=8, help="decode slots (requests decoded together)")
+    sv.add_argument("--max-model-len", type=int, default=None, help="token slots per decode slot "
+                    "(prompt + completion; default: the model's positions, at most 1024)")  # fmt: skip
+    sv.add_argument("--steps-per-call", type=int, default=4, help="tokens per slot per compiled call")
+    sv.add_argument("--max-waiting", type=int, default=256, help="queued sequences before 429")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 routes")
+    sv.add_argument("--cors-origin", action="append", help="allowed CORS origin (repeatable)")
+    sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    sv.set_defaults(func=cmd_serve)
     return parser
 
 

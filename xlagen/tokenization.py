@@ -31,6 +31,7 @@ import numpy as np
 from tokenizers import AddedToken, Encoding, Tokenizer, decoders, pre_tokenizers, processors
 from tokenizers.models import BPE
 
+from xlagen.chat_template import load_chat_template, render_chat_template
 from xlagen.loading.hub import resolve_pretrained_dir
 
 __all__ = [
@@ -697,10 +698,36 @@ class PreTrainedTokenizerFast:
                     tokenizer_class,
                 )
 
+        chat_template = load_chat_template(directory, config.get("chat_template"))
         init_kwargs = _split_init_kwargs(config, kwargs.keys())
         init_kwargs["added_tokens_decoder"] = added_tokens_decoder
         init_kwargs["name_or_path"] = str(pretrained_model_name_or_path)
-        return cls._from_backend(backend, **init_kwargs)
+        tokenizer = cls._from_backend(backend, **init_kwargs)
+        tokenizer.chat_template = chat_template
+        return tokenizer
+
+    chat_template: str | None = None
+
+    def apply_chat_template(
+        self,
+        conversation: Sequence[Mapping[str, Any]],
+        add_generation_prompt: bool = False,
+        tokenize: bool = True,
+        chat_template: str | None = None,
+        **kwargs: Any,
+    ) -> str | list[int]:
+        """Render ``conversation`` (``[{"role", "content"}, ...]``) with the checkpoint's Jinja chat
+        template, as Transformers does; token ids when ``tokenize`` (no special tokens added: the
+        template writes them), else the text. ValueError when the tokenizer has no template."""
+        template = chat_template or self.chat_template
+        if not template:
+            raise ValueError(
+                f"tokenizer {self.name_or_path!r} has no chat template (tokenizer_config.json "
+                "'chat_template' or chat_template.jinja)"
+            )
+        specials = {k: self._get_special(k) for k in SPECIAL_TOKENS_ATTRIBUTES}
+        text = render_chat_template(template, conversation, add_generation_prompt, {**specials, **kwargs})
+        return self.encode(text, add_special_tokens=False) if tokenize else text
 
     # ---- special tokens ------------------------------------------------------------------------
 
