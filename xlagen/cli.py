@@ -1,5 +1,5 @@
 """Command line: ``xlagen transcribe`` (speech to text with Whisper) and ``xlagen generate`` (text),
-XLA-compiled, on local checkpoints."""
+XLA-compiled, on local checkpoints; ``xlagen export`` writes a SavedModel for TensorFlow Serving."""
 
 from __future__ import annotations
 
@@ -185,6 +185,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+
+
+def _int_list(option: str, text: str) -> list[int]:
+    """``"16,64"`` -> [16, 64]; a ValueError naming ``option`` otherwise."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"{option} must be comma-separated integers such as 16,64, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{option} must list at least one integer, got {text!r}")
+    return values
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import json
+
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+    from xlagen.serving.export import BATCHING_FILE, export_saved_model
+
+    target = export_saved_model(
+        args.model_dir,
+        args.out_dir,
+        prompt_lengths=_int_list("--prompt-lengths", args.prompt_lengths),
+        max_new_tokens=args.max_new_tokens,
+        version=args.version,
+        sampling=args.sampling,
+        top_k=args.top_k,
+        num_beams=args.num_beams,
+        batch_sizes=_int_list("--batch-sizes", args.batch_sizes),
+        model_name=args.model_name,
+        overwrite=args.overwrite,
+    )
+    metadata = json.loads((target / "assets.extra" / "xlagen_export.json").read_text())
+    base = target.parent.resolve()
+    print(f"wrote {target}")
+    print(
+        f"signatures: serving_default (= {metadata['serving_default']}), " + ", ".join(metadata["signatures"])
+    )
+    print(
+        "serve with: tensorflow_model_server --rest_api_port=8501 "
+        f"--model_name={args.model_name} --model_base_path={base} --xla_cpu_compilation_enabled=true "
+        f"--enable_batching --batching_parameters_file={target.resolve() / 'assets.extra' / BATCHING_FILE}"
+    )
     return 0
 
 
@@ -250,6 +295,28 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--cors-origin", action="append", help="allowed CORS origin (repeatable)")
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     sv.set_defaults(func=cmd_serve)
+
+    ex = sub.add_parser(
+        "export", help="write a SavedModel of XLA generate() for TensorFlow Serving (OUT/<version>/)"
+    )
+    ex.add_argument("model_dir", metavar="DIR", help="GPT-2, OPT or T5 model directory")
+    ex.add_argument("out_dir", metavar="OUT", help="model base path: the SavedModel goes to OUT/<version>")
+    ex.add_argument("--prompt-lengths", default="16,32,64",
+                    help="prompt-length buckets, one signature each (default: 16,32,64)")  # fmt: skip
+    ex.add_argument("--max-new-tokens", type=int, default=64, help="new tokens per request (default: 64)")
+    ex.add_argument("--version", type=int, default=1, help="version directory under OUT (default: 1)")
+    ex.add_argument("--sampling", action="store_true",
+                    help="add sample_<L> signatures (temperature, top_p, seed inputs)")  # fmt: skip
+    ex.add_argument("--top-k", type=int, default=None,
+                    help="top-k of the sample signatures (default: the model's; 0: off)")  # fmt: skip
+    ex.add_argument("--num-beams", type=int, default=1, help="> 1: add beam_<L> signatures")
+    ex.add_argument("--batch-sizes", default="1",
+                    help="batch sizes compiled by the warmup requests (TF Serving's allowed_batch_sizes)")  # fmt: skip
+    ex.add_argument(
+        "--model-name", default="xlagen", help="model name in the warmup requests (default: xlagen)"
+    )
+    ex.add_argument("--overwrite", action="store_true", help="replace OUT/<version> if it exists")
+    ex.set_defaults(func=cmd_export)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Serving: export a model's XLA-compiled ``generate()`` for TensorFlow Serving."""
