@@ -366,7 +366,7 @@ async def run_rate(
             if t in done and not t.cancelled() and t.exception() is None:
                 rec = t.result()
             else:
-                rec = {"success": False, "error": "timeout (not finished within the run's bound)", "itl": []}
+                rec = {"success": False, "error": UNFINISHED, "itl": []}
             rec["prompt_len"] = t.prompt_len
             rec.pop("text", None)
             if "start" in rec:
@@ -375,6 +375,9 @@ async def run_rate(
         ends = [r["start"] + r["latency"] for r in records if r.get("success")]
         duration = max(ends) if ends else time.perf_counter() - t0
     return {"rate": rate, "sent": len(tasks), "send_seconds": sent_s, "duration": duration, "requests": records}
+
+
+UNFINISHED = "unfinished at the run's bound (max-seconds + drain-seconds)"
 
 
 def _stats(values: list[float], scale: float = 1000.0) -> dict:
@@ -398,7 +401,8 @@ def summarize(run: dict, slo_ttft: float, slo_tpot: float) -> dict:
         "rate": run["rate"],
         "sent": run["sent"],
         "completed": len(ok),
-        "failed": run["sent"] - len(ok),
+        "failed": sum(1 for r in run["requests"] if not r.get("success") and r.get("error") != UNFINISHED),
+        "unfinished": sum(1 for r in run["requests"] if r.get("error") == UNFINISHED),
         "errors": sorted({r.get("error", "")[:120] for r in run["requests"] if not r.get("success")}),
         "duration_s": dur,
         "request_throughput": len(ok) / dur,
@@ -573,10 +577,14 @@ def markdown(result: dict) -> str:
             f"| {_f(sv.get('ready_s'))} | {_f(rss / 2**20 if rss else None, 0)} | {comp_s} "
             f"| {_f(sv.get('idle_cpu_s'), 1)} |"
         )
-    fails = [s for s in result["summaries"] if s["failed"]]
+    fails = [s for s in result["summaries"] if s["failed"] or s.get("unfinished")]
     if fails:
-        lines += ["", "Failures:"]
-        lines += [f"* {s['system']} @ {s['rate']}: {s['failed']} ({'; '.join(s['errors'])})" for s in fails]
+        lines += ["", "Failed or unfinished requests:"]
+        lines += [
+            f"* {s['system']} @ {s['rate']}: {s['failed']} failed, {s.get('unfinished', 0)} unfinished "
+            f"({'; '.join(s['errors'])})"
+            for s in fails
+        ]
     if result.get("notes"):
         lines += ["", *[f"* {n}" for n in result["notes"]]]
     return "\n".join(lines) + "\n"

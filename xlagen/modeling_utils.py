@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from xlagen.configuration_utils import PretrainedConfig, load_config_dict
 from xlagen.generation.config import GenerationConfig
-from xlagen.generation.utils import GenerationMixin
+from xlagen.generation.mixin import GenerationMixin
 from xlagen.loading.checkpoint import SAFE_WEIGHTS, load_state_dict, write_safetensors
 from xlagen.loading.hub import resolve_pretrained_dir
 

@@ -34,6 +34,7 @@ from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
 
 from xlagen.generation import logits_process as lp
 from xlagen.generation.loop import LoopSpec, build_processors, prefill
+from xlagen.generation.programs import ProgramCache
 from xlagen.generation.sampling import greedy, sample
 from xlagen.generation.validation import is_int
 
@@ -139,8 +140,7 @@ class SlotEngine:
         # slot's next writes: one program per window.
         self.windows = pow2_buckets(min(64, max_length), max_length)
         self._positions = np.zeros([slots], np.int64)  # host mirror of each slot's next cache slot
-        self.compilations = 0
-        self._programs: dict[tuple, Any] = {}
+        self._programs = ProgramCache()
         self._spec = self._static_spec(gc)
         with tf.init_scope():
             self._make_state()
@@ -196,17 +196,10 @@ class SlotEngine:
         )
 
     # -- programs ---------------------------------------------------------------------------------
-    def _program(self, key: tuple, fn):
-        program = self._programs.get(key)
-        if program is None:
-
-            def traced(*args):
-                self.compilations += 1  # Python runs only while tracing
-                return fn(*args)
-
-            program = tf.function(traced, jit_compile=True, reduce_retracing=False, autograph=False)
-            self._programs[key] = program
-        return program
+    @property
+    def compilations(self) -> int:
+        """Programs traced and compiled so far (constant once every bucket and window was seen)."""
+        return self._programs.compilations
 
     def _insert_fn(self, ids, mask, slots, options, encoder_inputs):
         """Prefill ``ids`` [B, P] (left-padded) and copy the rows into ``slots`` [B] (duplicates of
@@ -442,7 +435,7 @@ class SlotEngine:
         slots = np.asarray([r.slot for r in rows], np.int32)
         for r in requests:
             self._positions[r.slot] = 1 if self.encoder_decoder else len(r.prompt)
-        program = self._program(("insert", batch, width), self._insert_fn)
+        program = self._programs.get(("insert", batch, width), self._insert_fn)
         if self.encoder_decoder:  # the decoder starts from its start token; the prompt is encoded
             decoder = np.full([batch, 1], self.decoder_start_token_id, np.int32)
             encoder_inputs = {"input_ids": ids, "attention_mask": mask}
@@ -455,7 +448,7 @@ class SlotEngine:
         active = np.asarray(active, bool)
         reach = int(self._positions[active].max()) + self.steps_per_call if active.any() else 0
         window = next((w for w in self.windows if w >= reach), self.windows[-1])
-        program = self._program(("step", window), lambda a: self._step_fn(a, window))
+        program = self._programs.get(("step", window), lambda a: self._step_fn(a, window))
         out = program(active)
         tokens, logprobs, top_ids, top_lp, counts, finished, stop = (np.asarray(t) for t in out)
         self._positions += counts

@@ -1,4 +1,4 @@
-"""``generate()``: argument checks, shape buckets, and a cache of compiled decoding programs.
+"""``GenerationMixin.generate()``, the front door: argument checks, shape buckets, the program to run.
 
 Called eagerly (the usual case), ``generate`` checks every argument, pads the prompt batch up to
 its bucket, and runs a program compiled once per bucket with XLA. Called inside the user's own
@@ -7,41 +7,18 @@ its bucket, and runs a program compiled once per bucket with XLA. Called inside 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from xlagen.generation.beam_search import BeamOutput, BeamSpec, beam_decode
+from xlagen.generation.beam_search import BeamSpec, beam_decode
 from xlagen.generation.buckets import Buckets
 from xlagen.generation.config import GenerationConfig
-from xlagen.generation.loop import LoopOutput, LoopSpec, decode
+from xlagen.generation.loop import LoopSpec, decode
+from xlagen.generation.outputs import finish_beam, finish_decode
+from xlagen.generation.programs import ProgramCache
 from xlagen.generation.validation import as_seed, check_int, check_options, is_int, resolve_lengths
-
-
-@dataclass
-class GenerationStats:
-    """What the compiled-program cache did: ``compilations`` counts traces (each one an XLA compile)."""
-
-    compilations: int = 0
-    calls: int = 0
-    programs: list[tuple] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"compilations": self.compilations, "calls": self.calls, "programs": list(self.programs)}
-
-
-class GenerateOutput(dict):
-    """``generate(..., return_dict_in_generate=True)``: ``sequences``, ``token_logprobs`` [batch, new]
-    (log-probability of each chosen token under the processed scores) and, with ``output_scores``,
-    ``scores`` (one [batch, vocab] tensor of processed scores per step, as in Transformers)."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
 
 
 class GenerationMixin:
@@ -50,8 +27,7 @@ class GenerationMixin:
     buckets: Buckets = Buckets()
 
     def _init_generation_state(self) -> None:
-        self._programs: dict[tuple, Any] = {}
-        self._generation_stats = GenerationStats()
+        self._programs = ProgramCache()
 
     def warmup(
         self,
@@ -79,7 +55,7 @@ class GenerationMixin:
 
     def generation_stats(self) -> dict[str, Any]:
         """Counters of the compiled-program cache (compilations, calls, program keys)."""
-        return self._generation_stats.as_dict()
+        return self._programs.as_dict()
 
     # -- argument resolution ------------------------------------------------------------------
     def _resolve_config(self, generation_config: GenerationConfig | None, kwargs: dict) -> GenerationConfig:
@@ -166,53 +142,6 @@ class GenerationMixin:
             top_k_keep=1 + len(gc.eos_token_ids) if gc.num_beams > 1 else 1,
             extra_processors=tuple(self._extra_processors(gc)),
         )
-
-    def _finish(self, gc: GenerationConfig, prompt: np.ndarray | tf.Tensor, out: LoopOutput, steps=None):
-        """Greedy/sampling results: token ids, or a GenerateOutput when return_dict_in_generate."""
-        if steps is None:  # symbolic: keep the static shape
-            new, scores, logprobs = out.tokens, out.scores, out.token_logprobs
-        else:  # eager: drop bucket filler rows and unused steps
-            rows = prompt.shape[0]
-            new = np.asarray(out.tokens)[:rows, :steps]
-            scores = None if out.scores is None else np.asarray(out.scores)[:rows, :steps]
-            logprobs = np.asarray(out.token_logprobs)[:rows, :steps]
-        return self._assemble(gc, prompt, new, scores, token_logprobs=logprobs)
-
-    def _finish_beam(self, gc: GenerationConfig, prompt, out: BeamOutput, capacity: int, eager: bool):
-        """Beam results: [batch * num_return_sequences, prompt + longest returned], like Transformers."""
-        n = gc.num_return_sequences
-        if eager:
-            rows = prompt.shape[0]
-            lengths = np.asarray(out.lengths)[:rows]
-            new = np.asarray(out.sequences)[:rows, :, -capacity:][:, :, : int(lengths.max())]
-            new = new.reshape(rows * n, -1)
-            scores = np.asarray(out.sequence_scores)[:rows].reshape(-1)
-            all_scores = (
-                None
-                if out.scores is None
-                else np.asarray(out.scores)[: rows * gc.num_beams, : int(out.steps)]
-            )
-            prompt = np.repeat(np.asarray(prompt), n, axis=0)
-        else:
-            new = tf.reshape(out.sequences[:, :, -capacity:], [-1, capacity])
-            scores, all_scores = tf.reshape(out.sequence_scores, [-1]), out.scores
-            prompt = tf.repeat(prompt, n, axis=0)
-        return self._assemble(gc, prompt, new, all_scores, sequences_scores=scores)
-
-    @staticmethod
-    def _assemble(gc: GenerationConfig, prompt, new, step_scores, **fields) -> tf.Tensor | GenerateOutput:
-        """``prompt + new`` token ids; with return_dict_in_generate a GenerateOutput holding them,
-        ``fields`` (as tensors) and ``step_scores`` [rows, steps, vocab] as a per-step tuple."""
-        sequences = tf.concat([tf.cast(prompt, tf.int32), tf.cast(new, tf.int32)], axis=1)
-        if not gc.return_dict_in_generate:
-            return sequences
-        result = GenerateOutput(
-            sequences=sequences, **{k: tf.convert_to_tensor(v) for k, v in fields.items()}
-        )
-        if step_scores is not None:
-            step_scores = tf.convert_to_tensor(step_scores)
-            result["scores"] = tuple(step_scores[:, i] for i in range(step_scores.shape[1]))
-        return result
 
     @staticmethod
     def _run_loop(model, ids, mask, done, params, spec: LoopSpec, beam: BeamSpec | None, encoder_inputs):
@@ -320,8 +249,8 @@ class GenerationMixin:
         spec = self._spec(gc, max_new, min_new)
         out = self._run_loop(self, prompt, prompt_mask, done, params, spec, beam, encoder_inputs)
         if beam is not None:
-            return self._finish_beam(gc, prompt, out, max_new, eager=False)
-        return self._finish(gc, prompt, out)
+            return finish_beam(gc, prompt, out, max_new, eager=False)
+        return finish_decode(gc, prompt, out)
 
     def _symbolic_encoder_inputs(self, encoder_inputs: dict) -> dict:
         ids, mask = self._symbolic_ids(
@@ -411,7 +340,7 @@ class GenerationMixin:
                 encoder_inputs = {k: np.repeat(v, n, axis=0) for k, v in encoder_inputs.items()}
         batch, length = ids.shape
         jit = True if jit_compile is None else bool(jit_compile)
-        self._generation_stats.calls += 1
+        self._programs.calls += 1
         if not jit:
             spec = self._spec(gc, max_new, min_new)
             done = tf.zeros([batch], tf.bool)
@@ -433,23 +362,14 @@ class GenerationMixin:
             program = self._program((b_batch, b_len, shapes, spec, beam))
             out = program(padded_ids, padded_mask, done, params, encoder_inputs)
         if beam is not None:
-            return self._finish_beam(gc, ids, out, spec.capacity, eager=True)
-        return self._finish(gc, ids, out, steps=int(out.steps))
+            return finish_beam(gc, ids, out, spec.capacity, eager=True)
+        return finish_decode(gc, ids, out, steps=int(out.steps))
 
     def _program(self, key: tuple):
         """The compiled decoding program for one bucket; traced (and XLA-compiled) on first use."""
-        program = self._programs.get(key)
-        if program is None:
-            spec, beam = key[-2:]
-            stats = self._generation_stats
+        spec, beam = key[-2:]
 
-            def run(input_ids, attention_mask, done, params, encoder_inputs):
-                stats.compilations += 1  # Python runs only while tracing
-                stats.programs.append(key)
-                return self._run_loop(
-                    self, input_ids, attention_mask, done, params, spec, beam, encoder_inputs
-                )
+        def run(input_ids, attention_mask, done, params, encoder_inputs):
+            return self._run_loop(self, input_ids, attention_mask, done, params, spec, beam, encoder_inputs)
 
-            program = tf.function(run, jit_compile=True, reduce_retracing=False, autograph=False)
-            self._programs[key] = program
-        return program
+        return self._programs.get(key, run)
