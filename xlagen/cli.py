@@ -177,6 +177,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         speech = SpeechService(None if whisper == "default" else whisper)
     if text is None and speech is None:
         raise ValueError("nothing to serve: give --model or --whisper")
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")  # tf.function's retracing heuristics: every program is traced once
     options = ServerOptions(api_key=args.api_key, cors_origins=args.cors_origin or [])
     app = create_app(text, speech, options)
     print(

@@ -84,6 +84,7 @@ class SamplingFields(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     logit_bias: dict[str, float] | None = None
+    use_beam_search: bool = False  # vLLM's field: refused (beam search is not served)
     user: str | None = None
 
     @field_validator("stop")
@@ -102,6 +103,10 @@ class SamplingFields(BaseModel):
     def _unsupported(self):
         if self.logit_bias:
             raise ValueError("logit_bias is not supported")
+        if self.use_beam_search:
+            raise ValueError(
+                "beam search is not served (use model.generate(num_beams=...) or xlagen export --num-beams)"
+            )
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed with stream=true")
         return self
