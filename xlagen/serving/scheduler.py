@@ -182,11 +182,14 @@ class Scheduler:
         self._update_gauges()
 
     def _schedule(self) -> list[list[Sequence]]:
-        """Take waiting sequences into free slots: groups of one prompt bucket, oldest first."""
+        """Take waiting sequences into free slots: groups of one prompt bucket, oldest first. While
+        slots are decoding, one group per turn, so that prefills delay the running streams by at
+        most one insert between two decode calls."""
         free = [i for i, s in enumerate(self.slots) if s is None]
         batches: list[list[Sequence]] = []
         limit = self.engine.prefill_batch_sizes[-1]
-        while free and self.waiting:
+        most = 1 if self.running else len(free)
+        while free and self.waiting and len(batches) < most:
             head = self.waiting[0]
             bucket = self.engine.bucket(len(head.prompt_ids))
             group = [s for s in self.waiting if self.engine.bucket(len(s.prompt_ids)) == bucket]
