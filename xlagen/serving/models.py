@@ -115,7 +115,9 @@ class TextService:
     def max_tokens(self, req: SamplingFields, prompt: list[int], default: int | None, param: str) -> int:
         """The request's token budget, checked against the context (the error says how it is used)."""
         limit = self.engine.max_length
-        prompt_room = self.engine.prompt_buckets[-1] if self.seq2seq else limit - 1
+        prompt_room = (
+            self.engine.prompt_buckets[-1] if self.seq2seq else min(limit - 1, self.engine.prompt_buckets[-1])
+        )
         if len(prompt) > prompt_room:
             raise APIError(
                 f"this model's maximum context length is {limit} tokens; the prompt has {len(prompt)} "

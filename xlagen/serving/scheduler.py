@@ -93,8 +93,11 @@ class Request:
     def post(self, item: Any) -> None:
         if self.loop is None:
             self.queue.put_nowait(item)
-        else:
+            return
+        try:
             self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            self.cancelled = True
 
 
 class Scheduler:
@@ -208,7 +211,13 @@ class Scheduler:
             for seq in batch:
                 self.metrics.queue_time.observe(now - seq.request.arrival)
                 self.metrics.prompt_tokens.inc(len(seq.prompt_ids))
-        self.engine.insert([SlotRequest(s.slot, s.prompt_ids, s.options) for s in batch])
+        try:
+            self.engine.insert([SlotRequest(s.slot, s.prompt_ids, s.options) for s in batch])
+        except (ValueError, TypeError) as e:  # this batch's input, not the engine: fail just these
+            logger.exception("insert failed")
+            for seq in batch:
+                self.slots[seq.slot] = None
+                seq.request.post(e)
 
     def _step(self) -> None:
         active = np.asarray([s is not None for s in self.slots])
@@ -232,7 +241,12 @@ class Scheduler:
             finish = None
             if out.finished[slot]:
                 finish = "stop" if out.stop_reasons[slot] == STOP_EOS else "length"
-            self._advance(seq, infos, finish, now)
+            try:
+                self._advance(seq, infos, finish, now)
+            except Exception as e:  # noqa: BLE001 - e.g. detokenizing: this sequence fails, not the loop
+                logger.exception("sequence %s failed", seq.index)
+                seq.finish_reason = "error"
+                seq.request.post(e)
             if seq.finish_reason is not None:
                 self.slots[slot] = None
         if self.metrics and produced:
