@@ -178,8 +178,9 @@ def _signature_functions(
     if sampling:
 
         def sample(input_ids, attention_mask, temperature, top_p, seed):
-            # [2, batch, 1]: one (seed, 0) key per row; generate(seed=s) uses (s, 0) for every row.
-            seeds = tf.stack([seed, tf.zeros_like(seed)])[:, :, None]
+            # [batch, 2]: one (seed, 0) key per row (the sampler takes per-row seeds); generate(seed=s)
+            # uses (s, 0) for every row.
+            seeds = tf.stack([seed, tf.zeros_like(seed)], axis=1)
             with _per_row_values(model, temperature=temperature[:, None], top_p=top_p[:, None]):
                 tokens = model.generate(
                     input_ids,
