@@ -28,7 +28,12 @@ def drive(engine: SlotEngine, jobs: list[tuple[list[int], dict]], per_insert: in
             owner[slot], active[slot] = job, True
         # one bucket per insert: split the batch by bucket
         for width in sorted({engine.bucket(len(r.prompt)) for r in batch}):
-            engine.insert([r for r in batch if engine.bucket(len(r.prompt)) == width])
+            group = [r for r in batch if engine.bucket(len(r.prompt)) == width]
+            first = engine.insert(group)  # each request's first token
+            for j, r in enumerate(group):
+                outputs[owner[r.slot]] += first.tokens[j, : first.counts[j]].tolist()
+                if first.finished[j]:
+                    active[r.slot] = False
         out = engine.step(active)
         for slot in np.flatnonzero(active):
             outputs[owner[slot]] += out.tokens[slot, : out.counts[slot]].tolist()
@@ -83,9 +88,12 @@ def test_mixed_load_matches_generate_alone(lively_gpt2):
 def test_budget_cache_end_and_ignore_eos(lively_gpt2):
     engine = SlotEngine(lively_gpt2, slots=2, max_length=20, steps_per_call=4, prompt_buckets=(8, 16))
     prompt = [5, 6, 7, 8, 9, 10]
-    # the budget reaches past the cache: the slot stops when its 20 token slots are full
+    # the budget reaches past the cache: the slot stops when its 20 token slots are full (the last
+    # token is returned without being run through the model, so it needs no slot)
     (tokens,) = drive(engine, [(prompt, {"max_new_tokens": 50, "ignore_eos": True})])
-    assert len(tokens) == 20 - len(prompt)
+    assert len(tokens) == 20 - len(prompt) + 1
+    (tokens,) = drive(engine, [(prompt, {"max_new_tokens": 1})])
+    assert len(tokens) == 1  # ended by the insert itself
     out = engine.step(np.asarray([True, False]))
     assert out.counts.tolist() == [0, 0], "a finished slot does not advance"
 

@@ -65,9 +65,9 @@ class SlotRequest:
 
 
 class StepOutput(NamedTuple):
-    """What one ``step`` call produced, as NumPy arrays over all slots."""
+    """What one ``step`` call produced, as NumPy arrays over all slots (``insert``: over its requests)."""
 
-    tokens: np.ndarray  # [slots, steps_per_call] int32: new tokens (the first ``counts[s]`` are real)
+    tokens: np.ndarray  # [rows, steps_per_call] int32: new tokens (the first ``counts[s]`` are real)
     logprobs: np.ndarray  # [slots, steps_per_call] float32: log-probability of each under the model
     top_ids: np.ndarray  # [slots, steps_per_call, top_logprobs] int32: most likely ids at each step
     top_logprobs: np.ndarray  # [slots, steps_per_call, top_logprobs] float32
@@ -168,7 +168,7 @@ class SlotEngine:
         self._cache = tf.nest.map_structure(var, cache)
         self._tokens = var(tf.zeros([s, length], tf.int32))
         self._mask = var(tf.zeros([s, length], tf.int32))
-        self._logits = var(tf.zeros([s, self.vocab_size], tf.float32))
+        self._next = var(tf.zeros([s], tf.int32))  # chosen, not yet run through the model
         self._write = var(tf.zeros([s], tf.int32))  # next cache slot (also the next position id)
         self._prompt_len = var(tf.zeros([s], tf.int32))
         self._generated = var(tf.zeros([s], tf.int32))
@@ -227,16 +227,43 @@ class SlotEngine:
         at = slots[:, None]
         col = tf.minimum(src, width - 1)
         real_ids = tf.where(inside, tf.gather(ids, col, batch_dims=1), 0)
+        valid = tf.range(length)[None, :] < n_real[:, None]
         self._tokens.scatter_nd_update(at, real_ids)
-        self._mask.scatter_nd_update(at, tf.cast(tf.range(length)[None, :] < n_real[:, None], tf.int32))
-        self._logits.scatter_nd_update(at, tf.cast(logits[:, -1, :], tf.float32))
+        self._mask.scatter_nd_update(at, tf.cast(valid, tf.int32))
         self._write.scatter_nd_update(at, n_real)
         self._prompt_len.scatter_nd_update(at, n_real)
-        self._generated.scatter_nd_update(at, tf.zeros_like(n_real))
-        self._finished.scatter_nd_update(at, tf.zeros_like(n_real, tf.bool))
         for name, value in options.items():
             self._options[name].scatter_nd_update(at, value)
-        return n_real
+        # The first token comes from the prefill's logits, so it streams right after the insert.
+        zeros = tf.zeros_like(n_real)
+        state = lp.DecodeState(real_ids, valid, n_real[:, None], zeros[:, None], tf.zeros_like(valid))
+        live = tf.ones_like(valid[:, 0])
+        picked = self._pick(tf.cast(logits[:, -1, :], tf.float32), state, options, live)
+        chosen = picked[0]
+        generated = zeros + 1
+        finished, stop = self._ended(chosen, generated, n_real, options, live, tf.zeros_like(zeros))
+        self._next.scatter_nd_update(at, chosen)
+        self._generated.scatter_nd_update(at, generated)
+        self._finished.scatter_nd_update(at, finished)
+        return tuple(t[:, None] for t in picked) + (generated, finished, stop)
+
+    def _pick(self, logits, state: lp.DecodeState, opts: dict, live: tf.Tensor):
+        """The chosen tokens with their log-probabilities under the model and the top alternatives."""
+        chosen = self._choose(logits, state, opts, live)
+        logp = tf.nn.log_softmax(logits)
+        top_lp, top_ids = tf.math.top_k(logp, k=self.top_logprobs)
+        chosen = tf.where(live, chosen, self.pad_token_id)
+        return chosen, tf.gather(logp, chosen, batch_dims=1), top_ids, top_lp
+
+    def _ended(self, chosen, generated, write, opts, live, stop):
+        """(finished, stop reason) after a token: EOS (unless ignored), the budget, or no cache slot
+        left to run the token through."""
+        eos = tf.constant(self.eos_token_ids or [-1], tf.int32)
+        is_eos = tf.reduce_any(tf.equal(chosen[:, None], eos[None, :]), axis=1)
+        ended_eos = live & is_eos & tf.logical_not(opts["ignore_eos"])
+        ended_len = live & ~ended_eos & ((generated >= opts["max_new_tokens"]) | (write >= self.max_length))
+        stop = tf.where(ended_eos, STOP_EOS, tf.where(ended_len, STOP_LENGTH, stop))
+        return ended_eos | ended_len, stop
 
     def _begin_index(self, prompt_len: tf.Tensor) -> tf.Tensor:
         """Transformers' ``begin_suppress_tokens`` index: the prompt length, one more after a forced BOS."""
@@ -292,16 +319,22 @@ class SlotEngine:
         """Up to ``k`` decode steps over the first ``window`` cache slots: the host picks the smallest
         window past every live slot's last write, so attention reads what is in use, not the whole
         cache (at 512 slots that was ~50 % of a GPT-2 step at 8 slots)."""
-        s, length, k = self.slots, self.max_length, self.steps_per_call
+        s, k = self.slots, self.steps_per_call
         opts = {name: v.read_value() for name, v in self._options.items()}
         prompt_len = self._prompt_len.read_value()
-        eos = tf.constant(self.eos_token_ids or [-1], tf.int32)
         zero = tf.constant(0)
         slot_ids = tf.range(s)
         top = self.top_logprobs
 
-        def body(i, cache, logits, tokens, mask, write, generated, finished, stop, outs):
+        def body(i, cache, nxt, tokens, mask, write, generated, finished, stop, outs):
             live = tf.logical_and(active, tf.logical_not(finished))
+            at = tf.stack([slot_ids, tf.minimum(write, window - 1)], axis=1)
+            tokens = tf.tensor_scatter_nd_update(tokens, at, tf.where(live, nxt, tf.gather_nd(tokens, at)))
+            mask = tf.tensor_scatter_nd_update(mask, at, tf.where(live, 1, tf.gather_nd(mask, at)))
+            logits, cache = self.model.forward_cached(
+                nxt[:, None], write[:, None], mask, cache, tf.minimum(write, window - 1)
+            )
+            write = write + tf.cast(live, tf.int32)
             valid = mask > 0
             state = lp.DecodeState(
                 tokens,
@@ -310,33 +343,18 @@ class SlotEngine:
                 generated[:, None],
                 tf.logical_and(valid, tf.range(window)[None, :] >= prompt_len[:, None]),
             )
-            chosen = self._choose(logits, state, opts, live)
-            logp = tf.nn.log_softmax(logits)
-            chosen_lp = tf.gather(logp, chosen, batch_dims=1)
-            top_lp, top_ids = tf.math.top_k(logp, k=top)
-            chosen = tf.where(live, chosen, self.pad_token_id)
-            at = tf.stack([slot_ids, tf.minimum(write, window - 1)], axis=1)
-            tokens = tf.tensor_scatter_nd_update(tokens, at, tf.where(live, chosen, tf.gather_nd(tokens, at)))
-            mask = tf.tensor_scatter_nd_update(mask, at, tf.where(live, 1, tf.gather_nd(mask, at)))
+            picked = self._pick(tf.cast(logits[:, -1, :], tf.float32), state, opts, live)
             generated = generated + tf.cast(live, tf.int32)
-            is_eos = tf.reduce_any(tf.equal(chosen[:, None], eos[None, :]), axis=1)
-            ended_eos = live & is_eos & tf.logical_not(opts["ignore_eos"])
-            ended_len = live & ~ended_eos & ((generated >= opts["max_new_tokens"]) | (write + 1 >= length))
-            stop = tf.where(ended_eos, STOP_EOS, tf.where(ended_len, STOP_LENGTH, stop))
-            finished = finished | ended_eos | ended_len
-            logits, cache = self.model.forward_cached(
-                chosen[:, None], write[:, None], mask, cache, tf.minimum(write, window - 1)
-            )
-            logits = tf.cast(logits[:, -1, :], tf.float32)
-            write = write + tf.cast(live, tf.int32)
-            new = (chosen, chosen_lp, top_ids, top_lp, tf.cast(live, tf.int32))
+            ended, stop = self._ended(picked[0], generated, write, opts, live, stop)
+            finished = finished | ended
+            nxt = tf.where(live, picked[0], nxt)
+            column = tf.stack([slot_ids, tf.fill([s], i)], 1)
             outs = tuple(
-                tf.tensor_scatter_nd_update(buf, tf.stack([slot_ids, tf.fill([s], i)], 1), val)
-                for buf, val in zip(outs[:4], new[:4])
-            ) + (outs[4] + new[4],)
-            return i + 1, cache, logits, tokens, mask, write, generated, finished, stop, outs
+                tf.tensor_scatter_nd_update(buf, column, val) for buf, val in zip(outs[:4], picked)
+            ) + (outs[4] + tf.cast(live, tf.int32),)
+            return i + 1, cache, nxt, tokens, mask, write, generated, finished, stop, outs
 
-        def cond(i, cache, logits, tokens, mask, write, generated, finished, stop, outs):
+        def cond(i, cache, nxt, tokens, mask, write, generated, finished, stop, outs):
             return tf.logical_and(i < k, tf.reduce_any(tf.logical_and(active, tf.logical_not(finished))))
 
         outs = (
@@ -355,7 +373,7 @@ class SlotEngine:
         loop_vars = (
             zero,
             cache,
-            self._logits.read_value(),
+            self._next.read_value(),
             self._tokens.read_value()[:, :window],
             self._mask.read_value()[:, :window],
             self._write.read_value(),
@@ -364,7 +382,7 @@ class SlotEngine:
             tf.zeros([s], tf.int32),
             outs,
         )
-        _, cache, logits, tokens, mask, write, generated, finished, stop, outs = tf.while_loop(
+        _, cache, nxt, tokens, mask, write, generated, finished, stop, outs = tf.while_loop(
             cond, body, loop_vars, maximum_iterations=k
         )
 
@@ -374,7 +392,7 @@ class SlotEngine:
             v.assign(t)
 
         tf.nest.map_structure(store, self._cache, cache)
-        self._logits.assign(logits)
+        self._next.assign(nxt)
         store(self._tokens, tokens)
         store(self._mask, mask)
         self._write.assign(write)
@@ -409,8 +427,10 @@ class SlotEngine:
         values["seed"] = np.concatenate([seed, np.zeros([2 - seed.size], np.int64)])[:2]
         return values
 
-    def insert(self, requests: list[SlotRequest]) -> None:
-        """Prefill ``requests`` (one bucket, at most the largest prefill batch) into their slots."""
+    def insert(self, requests: list[SlotRequest]) -> StepOutput:
+        """Prefill ``requests`` (one bucket, at most the largest prefill batch) into their slots and
+        choose each one's first token. The output's rows are the requests' (not the slots'): one
+        token each, and whether that token already ended the request."""
         if not requests or len(requests) > self.prefill_batch_sizes[-1]:
             raise ValueError(f"insert takes 1..{self.prefill_batch_sizes[-1]} requests, got {len(requests)}")
         width = self.bucket(max(len(r.prompt) for r in requests))
@@ -439,9 +459,10 @@ class SlotEngine:
         if self.encoder_decoder:  # the decoder starts from its start token; the prompt is encoded
             decoder = np.full([batch, 1], self.decoder_start_token_id, np.int32)
             encoder_inputs = {"input_ids": ids, "attention_mask": mask}
-            program(decoder, np.ones_like(decoder), slots, options, encoder_inputs)
+            out = program(decoder, np.ones_like(decoder), slots, options, encoder_inputs)
         else:
-            program(ids, mask, slots, options, None)
+            out = program(ids, mask, slots, options, None)
+        return StepOutput(*(np.asarray(t)[: len(requests)] for t in out))
 
     def step(self, active: np.ndarray) -> StepOutput:
         """Advance the ``active`` [slots] bool slots by up to ``steps_per_call`` tokens."""

@@ -57,8 +57,13 @@ class Gatekeeper:
     """ASGI middleware, before any parsing: 401 without the API key (``/v1/`` routes), 413 for a
     body over the limit (declared or streamed)."""
 
-    def __init__(self, app, options: ServerOptions) -> None:
-        self.app, self.options = app, options
+    def __init__(self, app, options: ServerOptions, metrics: ServerMetrics | None = None) -> None:
+        self.app, self.options, self.metrics = app, options, metrics
+
+    async def _reject(self, send, error: APIError) -> None:
+        if self.metrics is not None:
+            self.metrics.rejected.labels(str(error.status)).inc()
+        await _send_error(send, error)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -70,7 +75,7 @@ class Gatekeeper:
                 error = APIError(
                     "missing or invalid API key (Authorization: Bearer ...)", 401, code="invalid_api_key"
                 )
-                return await _send_error(send, error)
+                return await self._reject(send, error)
         if scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
         audio = scope["path"].startswith("/v1/audio/")
@@ -78,7 +83,7 @@ class Gatekeeper:
         declared = headers.get(b"content-length")
         too_big = APIError(f"request body is larger than the {limit}-byte limit", 413, code="body_too_large")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            return await _send_error(send, too_big)
+            return await self._reject(send, too_big)
         chunks, size = [], 0
         while True:  # read it all (within the limit), then replay it to the app
             message = await receive()
@@ -87,7 +92,7 @@ class Gatekeeper:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > limit:
-                return await _send_error(send, too_big)
+                return await self._reject(send, too_big)
             if not message.get("more_body"):
                 break
         body, sent = b"".join(chunks), False
@@ -152,7 +157,7 @@ def create_app(
             allow_methods=["*"],
             allow_headers=["*"],
         )
-    app.add_middleware(Gatekeeper, options=options)
+    app.add_middleware(Gatekeeper, options=options, metrics=metrics)
 
     def load() -> None:
         try:

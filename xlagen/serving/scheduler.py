@@ -212,43 +212,24 @@ class Scheduler:
                 self.metrics.queue_time.observe(now - seq.request.arrival)
                 self.metrics.prompt_tokens.inc(len(seq.prompt_ids))
         try:
-            self.engine.insert([SlotRequest(s.slot, s.prompt_ids, s.options) for s in batch])
+            out = self.engine.insert([SlotRequest(s.slot, s.prompt_ids, s.options) for s in batch])
         except (ValueError, TypeError) as e:  # this batch's input, not the engine: fail just these
             logger.exception("insert failed")
             for seq in batch:
                 self.slots[seq.slot] = None
                 seq.request.post(e)
+            return
+        produced = self._emit(batch, out, time.perf_counter())  # each sequence's first token
+        if self.metrics:
+            self.metrics.generation_tokens.inc(produced)
 
     def _step(self) -> None:
         active = np.asarray([s is not None for s in self.slots])
         start = time.perf_counter()
         out = self.engine.step(active)
         now = time.perf_counter()
-        produced = 0
-        for slot, seq in enumerate(self.slots):
-            if seq is None:
-                continue
-            count = int(out.counts[slot])
-            produced += count
-            infos = [
-                TokenInfo(
-                    int(out.tokens[slot, i]),
-                    float(out.logprobs[slot, i]),
-                    list(zip(out.top_ids[slot, i].tolist(), out.top_logprobs[slot, i].tolist())),
-                )
-                for i in range(count)
-            ]
-            finish = None
-            if out.finished[slot]:
-                finish = "stop" if out.stop_reasons[slot] == STOP_EOS else "length"
-            try:
-                self._advance(seq, infos, finish, now)
-            except Exception as e:  # noqa: BLE001 - e.g. detokenizing: this sequence fails, not the loop
-                logger.exception("sequence %s failed", seq.index)
-                seq.finish_reason = "error"
-                seq.request.post(e)
-            if seq.finish_reason is not None:
-                self.slots[slot] = None
+        running = [seq for seq in self.slots if seq is not None]
+        produced = self._emit(running, out, now, by_slot=True)
         if self.metrics and produced:
             self.metrics.generation_tokens.inc(produced)
             per_token = (now - start) / max(1, int(out.counts.max()))
@@ -257,6 +238,35 @@ class Scheduler:
                     for _ in range(int(out.counts[slot])):
                         self.metrics.inter_token_latency.observe(per_token)
         self._update_gauges()
+
+    def _emit(self, seqs: list[Sequence], out, now: float, by_slot: bool = False) -> int:
+        """Hand each sequence its new tokens (row ``i`` of ``out``, or its slot's row); free the
+        slots of those that ended. Returns the number of tokens."""
+        produced = 0
+        for i, seq in enumerate(seqs):
+            row = seq.slot if by_slot else i
+            count = int(out.counts[row])
+            produced += count
+            infos = [
+                TokenInfo(
+                    int(out.tokens[row, j]),
+                    float(out.logprobs[row, j]),
+                    list(zip(out.top_ids[row, j].tolist(), out.top_logprobs[row, j].tolist())),
+                )
+                for j in range(count)
+            ]
+            finish = None
+            if out.finished[row]:
+                finish = "stop" if out.stop_reasons[row] == STOP_EOS else "length"
+            try:
+                self._advance(seq, infos, finish, now)
+            except Exception as e:  # noqa: BLE001 - e.g. detokenizing: this sequence fails, not the loop
+                logger.exception("sequence %s failed", seq.index)
+                seq.finish_reason = "error"
+                seq.request.post(e)
+            if seq.finish_reason is not None:
+                self.slots[seq.slot] = None
+        return produced
 
     def _advance(self, seq: Sequence, infos: list[TokenInfo], finish: str | None, now: float) -> None:
         """Append tokens, decode them, apply stop strings, post the delta."""
