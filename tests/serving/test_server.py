@@ -394,3 +394,66 @@ def test_transcriptions(server, client):
         timeout=60,
     )
     assert fmt.status_code == 400 and fmt.json()["error"]["param"] == "response_format"
+
+
+def test_short_load_with_faults(server):
+    """CI's short reliability run (benchmarks/serve_faults.py is the long one): concurrent clients mix
+    valid greedy requests (streamed or not) with disconnects and bad requests; no 5xx, every bad
+    request gets its status, every greedy answer equals the reference, the slots end empty."""
+    text = server["text"]
+    prompts = ["TensorFlow is", "XLA compiles", "The static cache", "Generation"]
+    refs = {p: alone(text, text.tokenizer(p)["input_ids"], 6) for p in prompts}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    bad = [
+        (dict(content=b'{"model": "tiny",', headers={"Content-Type": "application/json"}), 400),
+        (dict(json={**OK, "temperature": 9}), 400),
+        (dict(json={**OK, "n": "2"}), 400),
+        (dict(json={**OK, "prompt": "TensorFlow is " * 40}), 400),
+        (dict(content=b"hello", headers={"Content-Type": "text/plain"}), 415),
+        (dict(json={**OK, "prompt": "x" * 70_000}), 413),
+        (dict(json={**OK, "model": "nope"}), 404),
+    ]
+
+    async def client(i: int, results: list):
+        async with httpx.AsyncClient(base_url=server["base"], headers=headers, timeout=120) as c:
+            for j in range(4):
+                kind = (i + j) % 4
+                prompt = prompts[(i + j) % len(prompts)]
+                body = {"model": "tiny", "prompt": prompt, "max_tokens": 6, "temperature": 0}
+                if kind == 0:
+                    r = await c.post("/v1/completions", json=body)
+                    results.append(("greedy", r.status_code, r.json()["choices"][0]["text"] == refs[prompt]))
+                elif kind == 1:
+                    parts = []
+                    async with c.stream("POST", "/v1/completions", json={**body, "stream": True}) as r:
+                        async for line in r.aiter_lines():
+                            if line.startswith("data: ") and line != "data: [DONE]":
+                                parts.append(json.loads(line[6:])["choices"][0]["text"])
+                    results.append(("stream", r.status_code, "".join(parts) == refs[prompt]))
+                elif kind == 2:
+                    long = {**body, "max_tokens": 40, "ignore_eos": True, "stream": True}
+                    async with c.stream("POST", "/v1/completions", json=long) as r:
+                        async for line in r.aiter_lines():
+                            if line.startswith("data: "):
+                                break  # the client goes away mid-stream
+                    results.append(("disconnect", r.status_code, True))
+                else:
+                    kwargs, status = bad[(i + j) % len(bad)]
+                    r = await c.post("/v1/completions", **kwargs)
+                    results.append(("bad", r.status_code, r.status_code == status and "error" in r.json()))
+
+    async def main():
+        results: list = []
+        await asyncio.gather(*(client(i, results) for i in range(24)))
+        return results
+
+    results = asyncio.run(main())
+    assert len(results) == 96
+    assert not [r for r in results if r[1] >= 500], "no server errors"
+    assert all(ok for _, _, ok in results), [r for r in results if not r[2]]
+    assert all(status == 200 for kind, status, _ in results if kind != "bad")
+    deadline = time.time() + 20
+    while metric(server, "xlagen:slots_in_use") != 0 and time.time() < deadline:
+        time.sleep(0.2)
+    assert metric(server, "xlagen:slots_in_use") == 0
+    assert httpx.get(server["base"] + "/health").status_code == 200
