@@ -19,6 +19,7 @@ from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
 
 from xlagen.generation import logits_process as lp
 from xlagen.generation.sampling import greedy, sample
+from xlagen.generation.validation import is_int
 
 
 class LoopSpec(NamedTuple):
@@ -49,6 +50,22 @@ class LoopOutput(NamedTuple):
     steps: tf.Tensor  # scalar: decode steps run
     scores: tf.Tensor | None  # [batch, capacity, vocab] processed scores (output_scores)
     token_logprobs: tf.Tensor | None  # [batch, capacity] log-probability of each chosen token
+
+
+def config_processor_options(gc) -> dict:
+    """The ``LoopSpec`` fields that come from a generation config alone (banned and suppressed tokens,
+    forced tokens, n-gram blocking): shared by ``generate`` and the server's slot engine."""
+    forced_eos = gc.forced_eos_token_id
+    if forced_eos is not None:
+        forced_eos = (forced_eos,) if is_int(forced_eos) else tuple(forced_eos)
+    return dict(
+        no_repeat_ngram_size=int(gc.no_repeat_ngram_size or 0),
+        bad_words_ids=tuple(tuple(w) for w in gc.bad_words_ids or ()),
+        suppress_tokens=tuple(gc.suppress_tokens or ()),
+        begin_suppress_tokens=tuple(gc.begin_suppress_tokens or ()),
+        forced_bos_token_id=gc.forced_bos_token_id,
+        forced_eos_token_ids=forced_eos or (),
+    )
 
 
 def build_processors(spec: LoopSpec, params: dict, vocab_size: int) -> lp.LogitsProcessorList:

@@ -15,7 +15,7 @@ import tensorflow as tf
 from xlagen.generation.beam_search import BeamSpec, beam_decode
 from xlagen.generation.buckets import Buckets
 from xlagen.generation.config import GenerationConfig
-from xlagen.generation.loop import LoopSpec, decode
+from xlagen.generation.loop import LoopSpec, config_processor_options, decode
 from xlagen.generation.outputs import finish_beam, finish_decode
 from xlagen.generation.programs import ProgramCache
 from xlagen.generation.validation import as_seed, check_int, check_options, is_int, resolve_lengths
@@ -121,9 +121,6 @@ class GenerationMixin:
 
     def _spec(self, gc: GenerationConfig, capacity: int, min_new: int) -> LoopSpec:
         """The static part of the options: what the traced program's code and shapes depend on."""
-        forced_eos = gc.forced_eos_token_id
-        if forced_eos is not None:
-            forced_eos = (forced_eos,) if is_int(forced_eos) else tuple(forced_eos)
         return LoopSpec(
             capacity=capacity,
             do_sample=gc.do_sample,
@@ -131,12 +128,7 @@ class GenerationMixin:
             use_top_p=bool(gc.do_sample and gc.top_p is not None and gc.top_p < 1.0),
             use_min_new_tokens=min_new > 0 and bool(gc.eos_token_ids),
             use_repetition_penalty=gc.repetition_penalty != 1.0,
-            no_repeat_ngram_size=int(gc.no_repeat_ngram_size or 0),
-            bad_words_ids=tuple(tuple(w) for w in gc.bad_words_ids or ()),
-            suppress_tokens=tuple(gc.suppress_tokens or ()),
-            begin_suppress_tokens=tuple(gc.begin_suppress_tokens or ()),
-            forced_bos_token_id=gc.forced_bos_token_id,
-            forced_eos_token_ids=forced_eos or (),
+            **config_processor_options(gc),
             output_scores=bool(gc.return_dict_in_generate and gc.output_scores),
             output_logprobs=gc.return_dict_in_generate,
             top_k_keep=1 + len(gc.eos_token_ids) if gc.num_beams > 1 else 1,

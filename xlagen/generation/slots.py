@@ -33,7 +33,7 @@ import tensorflow as tf
 from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
 
 from xlagen.generation import logits_process as lp
-from xlagen.generation.loop import LoopSpec, build_processors, prefill
+from xlagen.generation.loop import LoopSpec, build_processors, config_processor_options, prefill
 from xlagen.generation.programs import ProgramCache
 from xlagen.generation.sampling import greedy, sample
 from xlagen.generation.validation import is_int
@@ -181,18 +181,10 @@ class SlotEngine:
     def _static_spec(self, gc) -> LoopSpec:
         """The model's own generation-config processors (shared with ``generate``); per-request
         values (penalties, warpers, budgets) are added per slot in ``_choose``."""
-        forced_eos = gc.forced_eos_token_id
-        if forced_eos is not None:
-            forced_eos = (forced_eos,) if is_int(forced_eos) else tuple(forced_eos)
         return LoopSpec(
             capacity=self.max_length,
             use_min_new_tokens=bool(self.eos_token_ids),
-            no_repeat_ngram_size=int(gc.no_repeat_ngram_size or 0),
-            bad_words_ids=tuple(tuple(w) for w in gc.bad_words_ids or ()),
-            suppress_tokens=tuple(gc.suppress_tokens or ()),
-            begin_suppress_tokens=tuple(gc.begin_suppress_tokens or ()),
-            forced_bos_token_id=gc.forced_bos_token_id,
-            forced_eos_token_ids=forced_eos or (),
+            **config_processor_options(gc),
         )
 
     # -- programs ---------------------------------------------------------------------------------

@@ -259,6 +259,13 @@ def create_app(
             if remaining:
                 service.scheduler.cancel(request)
 
+    async def collect(http: Request, service: TextService, request: EngineRequest) -> dict[int, list]:
+        """Wait for a non-streamed request's end: each choice's tokens (``TokenInfo``s)."""
+        tokens: dict[int, list] = {s.index: [] for s in request.sequences}
+        async for delta in events(http, service, request):
+            tokens[delta.index].extend(delta.tokens)
+        return tokens
+
     def usage(request: EngineRequest, prompts: list[list[int]]) -> dict[str, int]:
         prompt_tokens = sum(len(p) for p in prompts)
         completion = sum(len(s.token_ids) for s in request.sequences)
@@ -343,15 +350,12 @@ def create_app(
 
             return EventSourceResponse(stream(), ping=15)
 
-        deltas: dict[int, list[Delta]] = {s.index: [] for s in request.sequences}
-        async for delta in events(http, service, request):
-            deltas[delta.index].append(delta)
+        tokens = await collect(http, service, request)
         choices = []
         for seq in request.sequences:
             lp = None
             if k is not None:
-                merged = Delta(seq.index, "", [t for d in deltas[seq.index] for t in d.tokens])
-                lp = completion_logprobs(service, merged, k, 0)
+                lp = completion_logprobs(service, Delta(seq.index, "", tokens[seq.index]), k, 0)
             choices.append(
                 {
                     "index": seq.index,
@@ -447,16 +451,12 @@ def create_app(
 
             return EventSourceResponse(stream(), ping=15)
 
-        deltas: dict[int, list[Delta]] = {s.index: [] for s in request.sequences}
-        async for delta in events(http, service, request):
-            deltas[delta.index].append(delta)
+        tokens = await collect(http, service, request)
         choices = []
         for seq in request.sequences:
             lp = None
             if k is not None:
-                lp = chat_logprobs(
-                    service, Delta(seq.index, "", [t for d in deltas[seq.index] for t in d.tokens]), k
-                )
+                lp = chat_logprobs(service, Delta(seq.index, "", tokens[seq.index]), k)
             choices.append(
                 {
                     "index": seq.index,
