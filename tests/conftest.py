@@ -50,16 +50,22 @@ TEXT = [
 ] * 20
 
 
-@pytest.fixture(scope="session")
-def gpt2_tokenizer_checkpoint(tmp_path_factory):
-    """A GPT-2 checkpoint whose tokenizer has no </s> (like GPT-2's own), written by Transformers."""
-    path = tmp_path_factory.mktemp("gpt2_with_tokenizer")
+def write_gpt2_with_tokenizer(path, **overrides):
+    """A byte-level BPE tokenizer trained on ``TEXT`` (eos ``<|endoftext|>``) and a random GPT-2 over
+    its vocabulary, both saved to ``path``; returns (Transformers tokenizer, eval-mode torch model)."""
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(TEXT, vocab_size=300, min_frequency=1, special_tokens=["<|endoftext|>"])
     hf_tok = transformers.GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>")
     hf_tok.save_pretrained(path)
     eot = hf_tok.convert_tokens_to_ids("<|endoftext|>")
-    pt_model = write_gpt2(path, vocab_size=len(hf_tok), bos_token_id=eot, eos_token_id=eot)
+    return hf_tok, write_gpt2(path, vocab_size=len(hf_tok), bos_token_id=eot, eos_token_id=eot, **overrides)
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer_checkpoint(tmp_path_factory):
+    """A GPT-2 checkpoint whose tokenizer has no </s> (like GPT-2's own), written by Transformers."""
+    path = tmp_path_factory.mktemp("gpt2_with_tokenizer")
+    _, pt_model = write_gpt2_with_tokenizer(path)
     return path, pt_model
 
 

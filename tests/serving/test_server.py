@@ -14,12 +14,10 @@ import httpx
 import numpy as np
 import openai
 import pytest
-import transformers
 import uvicorn
-from tokenizers import ByteLevelBPETokenizer
 
 import xlagen
-from tests.conftest import TEXT, write_gpt2
+from tests.conftest import TEXT, write_gpt2_with_tokenizer
 from xlagen.serving.app import ServerOptions, create_app
 from xlagen.serving.models import SpeechService, TextService
 
@@ -41,13 +39,8 @@ def free_port() -> int:
 def server(tmp_path_factory):
     """A tiny lively GPT-2 with a BPE tokenizer and a chat template, plus the bundled Whisper tiny.en."""
     path = tmp_path_factory.mktemp("served_gpt2")
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(TEXT, vocab_size=300, min_frequency=1, special_tokens=["<|endoftext|>"])
-    tok = transformers.GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>")
-    tok.save_pretrained(path)
+    write_gpt2_with_tokenizer(path, initializer_range=0.3)
     (path / "chat_template.jinja").write_text(TEMPLATE)
-    eot = tok.convert_tokens_to_ids("<|endoftext|>")
-    write_gpt2(path, vocab_size=len(tok), bos_token_id=eot, eos_token_id=eot, initializer_range=0.3)
     text = TextService(
         path,
         name="tiny",

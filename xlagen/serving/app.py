@@ -29,7 +29,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from xlagen.serving.metrics import ServerMetrics
 from xlagen.serving.models import SpeechService, TextService
 from xlagen.serving.protocol import (
-    MAX_LOGPROBS,
     TRANSCRIPTION_FORMATS,
     APIError,
     ChatCompletionRequest,
@@ -596,7 +595,4 @@ def create_app(
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.state.metrics = metrics
-    app.state.text = text
-    app.state.speech = speech
-    app.state.max_logprobs = MAX_LOGPROBS
     return app

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -202,8 +201,6 @@ class SpeechService:
         self.name = name or (Path(directory).name if directory is not None else "whisper-tiny.en")
         self.metrics = metrics
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xlagen-whisper")
-        self._lock = threading.Lock()
-        self.waiting = 0
 
     def load(self, warmup: bool = True) -> None:
         import numpy as np
@@ -215,12 +212,7 @@ class SpeechService:
             self.pipeline.transcribe(np.zeros(16000, np.float32), temperature=0.0)
 
     async def transcribe(self, audio: bytes, **options: Any):
-        loop = asyncio.get_running_loop()
-        self.waiting += 1
-        try:
-            return await loop.run_in_executor(self._executor, self._run, audio, options)
-        finally:
-            self.waiting -= 1
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, audio, options)
 
     def _run(self, audio: bytes, options: dict[str, Any]):
         from xlagen.audio import load_audio

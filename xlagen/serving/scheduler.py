@@ -71,8 +71,6 @@ class Sequence:
     emitted: int = 0  # characters of ``text`` sent
     finish_reason: str | None = None
     slot: int | None = None
-    prefix_offset: int = 0  # incremental decoding: tokens before the text's last stable point
-    prefix_text: str = ""
 
 
 class Request:
