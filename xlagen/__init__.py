@@ -12,6 +12,12 @@ from xlagen import compilation_cache as _compilation_cache  # noqa: E402
 
 _compilation_cache.configure()
 
+# TensorFlow prints its pre-logging-init lines (INFO included) while it loads: filtered (native_logs).
+from xlagen.native_logs import quiet_native_logs as _quiet_native_logs  # noqa: E402
+
+with _quiet_native_logs():
+    import tensorflow as _tf  # noqa: E402, F401
+
 from xlagen.configuration_utils import PretrainedConfig  # noqa: E402
 from xlagen.generation import Buckets, GenerationConfig  # noqa: E402
 from xlagen.models.auto import AutoConfig, TFAutoModelForCausalLM, TFAutoModelForSeq2SeqLM  # noqa: E402

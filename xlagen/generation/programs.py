@@ -13,6 +13,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from xlagen.native_logs import QuietFirstCalls
+
 
 class ProgramCache:
     """``get(key, fn)``: ``fn`` as an XLA-compiled ``tf.function``, traced once per key."""
@@ -32,7 +34,9 @@ class ProgramCache:
                 self.keys.append(key)
                 return fn(*args)
 
-            program = tf.function(traced, jit_compile=True, reduce_retracing=False, autograph=False)
+            program = QuietFirstCalls(
+                tf.function(traced, jit_compile=True, reduce_retracing=False, autograph=False)
+            )
             self._programs[key] = program
         return program
 

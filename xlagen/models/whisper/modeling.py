@@ -39,6 +39,7 @@ from xlagen.models.layers import (
 )
 from xlagen.models.whisper.configuration import WhisperConfig
 from xlagen.models.whisper.decoding import Renormalize, TimestampRules, decoder_prompt, special_tokens
+from xlagen.native_logs import QuietFirstCalls
 
 
 class Seq2SeqLMOutput(ModelOutput):
@@ -578,7 +579,7 @@ class TFWhisperForConditionalGeneration(TFPreTrainedModel):
         """``encode`` compiled with XLA (one program per batch size)."""
         fn = self.__dict__.get("_xla_encode")
         if fn is None:
-            fn = tf.function(lambda f: self.encode(f)["last_hidden_state"], jit_compile=True)
+            fn = QuietFirstCalls(tf.function(lambda f: self.encode(f)["last_hidden_state"], jit_compile=True))
             self.__dict__["_xla_encode"] = fn
         return fn
 
@@ -592,7 +593,7 @@ class TFWhisperForConditionalGeneration(TFPreTrainedModel):
                 out = self(encoder_outputs={"last_hidden_state": hidden}, decoder_input_ids=ids)
                 return tf.gather(out["logits"], index, batch_dims=1)
 
-            fn = tf.function(run, jit_compile=True)
+            fn = QuietFirstCalls(tf.function(run, jit_compile=True))
             self.__dict__["_xla_first_logits"] = fn
         return fn
 
