@@ -108,3 +108,16 @@ def test_cache_size_limit_applies_at_import(tmp_path):
     os.utime(old, (1000, 1000))
     run_child({"XLAGEN_XLA_CACHE": str(cache), "XLAGEN_XLA_CACHE_MAX_MB": "1"})
     assert not old.exists()
+
+
+def test_prune_counts_stored_traces_too(tmp_path):
+    from xlagen.compilation_cache import prune
+
+    (tmp_path / "traces").mkdir()
+    old = tmp_path / "traces" / "a.trace"
+    new = tmp_path / "xla_compile_cache__1__XLA_CPU_JIT.pb"
+    for i, path in enumerate((old, new)):
+        path.write_bytes(b"x" * 1000)
+        os.utime(path, (1000 + i, 1000 + i))
+    assert prune(tmp_path, 1500) == [old]
+    assert new.exists()

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from xlagen.native_logs import QuietFirstCalls, keep_lines, quiet_native_logs
+from xlagen.native_logs import keep_lines, quiet_native_logs
 
 ABSL = b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
 ONEDNN = b"I0000 00:00:1796118834.518952    3763 port.cc:153] oneDNN custom operations are on.\n"
@@ -70,25 +70,6 @@ def test_an_exception_inside_the_window_still_restores_stderr(capfd):
         pass
     os.write(2, b"after\n")
     assert capfd.readouterr().err == (REAL + b"after\n").decode()
-
-
-def test_quiet_first_calls_wraps_only_new_signatures(monkeypatch):
-    import numpy as np
-
-    windows = []
-    from xlagen import native_logs
-
-    real = native_logs.quiet_native_logs
-
-    def counting():
-        windows.append(1)
-        return real()
-
-    monkeypatch.setattr(native_logs, "quiet_native_logs", counting)
-    fn = QuietFirstCalls(lambda x: x * 2)
-    for shape in ([2], [2], [3], [2]):
-        fn(np.zeros(shape))
-    assert len(windows) == 2
 
 
 CHILD = r"""

@@ -9,7 +9,9 @@ before it runs any operation. Settings (environment variables):
 * ``XLAGEN_XLA_CACHE=/some/dir``: keep the cache there;
 * unset: ``$XDG_CACHE_HOME/xlagen/xla`` (``~/.cache/xlagen/xla``);
 * ``XLAGEN_XLA_CACHE_MAX_MB`` (default 2048): at import, the least recently used programs are
-  deleted until the directory is under this size (TensorFlow itself never deletes any).
+  deleted until the directory is under this size (TensorFlow itself never deletes any);
+* ``XLAGEN_TRACE_STORE=0``: do not keep traced programs in ``DIR/traces`` (a later process then
+  traces them again; see :mod:`xlagen.generation.programs`).
 
 A ``--tf_xla_persistent_cache_directory`` already in ``TF_XLA_FLAGS`` wins. Importing xlagen after
 TensorFlow has run an operation leaves the cache off for that process (TensorFlow parsed its
@@ -98,9 +100,10 @@ def _max_bytes() -> int:
 
 def prune(directory: Path, max_bytes: int) -> list[Path]:
     """Delete the least recently used compiled programs in ``directory`` until it holds at most
-    ``max_bytes``; only TensorFlow's cache files are touched. Returns the deleted paths."""
+    ``max_bytes``; only TensorFlow's cache files and xlagen's stored traces (``traces/``, see
+    :mod:`xlagen.generation.programs`) are touched. Returns the deleted paths."""
     entries = []
-    for path in directory.glob(f"{_PREFIX}*"):
+    for path in [*directory.glob(f"{_PREFIX}*"), *(directory / "traces").glob("*.trace")]:
         try:
             st = path.stat()
         except OSError:

@@ -27,9 +27,8 @@ import re
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 # absl / glog record prefix: severity letter, MMDD, time, thread id, file:line]
 _RECORD = re.compile(rb"^([IWEF])\d{4} [\d:.]+\s+\d+ [^\]]*\] ")
@@ -122,35 +121,3 @@ def quiet_native_logs() -> Iterator[None]:
         capture.close()
         if kept:
             os.write(2, kept)
-
-
-def _signature(value: Any) -> Any:
-    shape = getattr(value, "shape", None)
-    if shape is not None:
-        return (tuple(shape), str(getattr(value, "dtype", "")))
-    if isinstance(value, dict):
-        return tuple(sorted((k, _signature(v)) for k, v in value.items()))
-    if isinstance(value, list | tuple):
-        return tuple(_signature(v) for v in value)
-    return type(value).__name__ if value is None or isinstance(value, bool | int | float) else repr(value)
-
-
-class QuietFirstCalls:
-    """Wraps a compiled function: its first call per input signature (the one that traces, compiles
-    or loads from the persistent cache) runs inside :func:`quiet_native_logs`; later calls run bare."""
-
-    def __init__(self, fn: Callable) -> None:
-        self.fn = fn
-        self._seen: set[Any] = set()
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        key = _signature((args, kwargs))
-        if key in self._seen:
-            return self.fn(*args, **kwargs)
-        with quiet_native_logs():
-            out = self.fn(*args, **kwargs)
-        self._seen.add(key)
-        return out
-
-    def __getattr__(self, name: str) -> Any:  # get_concrete_function, experimental_* ...
-        return getattr(self.fn, name)

@@ -17,7 +17,7 @@ from xlagen.generation.buckets import Buckets
 from xlagen.generation.config import GenerationConfig
 from xlagen.generation.loop import LoopSpec, config_processor_options, decode
 from xlagen.generation.outputs import finish_beam, finish_decode
-from xlagen.generation.programs import ProgramCache
+from xlagen.generation.programs import ProgramCache, model_fingerprint
 from xlagen.generation.validation import as_seed, check_int, check_options, is_int, resolve_lengths
 
 
@@ -27,7 +27,7 @@ class GenerationMixin:
     buckets: Buckets = Buckets()
 
     def _init_generation_state(self) -> None:
-        self._programs = ProgramCache()
+        self._programs = ProgramCache(lambda: model_fingerprint(self), lambda: self.variables)
 
     def warmup(
         self,

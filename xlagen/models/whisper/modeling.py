@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from xlagen.generation.config import GenerationConfig
+from xlagen.generation.programs import ProgramCache, model_fingerprint
 from xlagen.modeling_utils import ModelOutput, TFPreTrainedModel, _register_output_tree
 from xlagen.models.activations import ACTIVATIONS, gelu_exact
 from xlagen.models.layers import (
@@ -39,7 +40,6 @@ from xlagen.models.layers import (
 )
 from xlagen.models.whisper.configuration import WhisperConfig
 from xlagen.models.whisper.decoding import Renormalize, TimestampRules, decoder_prompt, special_tokens
-from xlagen.native_logs import QuietFirstCalls
 
 
 class Seq2SeqLMOutput(ModelOutput):
@@ -575,27 +575,29 @@ class TFWhisperForConditionalGeneration(TFPreTrainedModel):
         return best
 
     @property
+    def _aux_programs(self) -> ProgramCache:
+        """Programs besides ``generate``'s (not counted in ``generation_stats``): the encoder and
+        the first-logits pass of the pipeline, one per input shape, traced once (trace store too)."""
+        cache = self.__dict__.get("_aux_program_cache")
+        if cache is None:
+            cache = ProgramCache(lambda: model_fingerprint(self), lambda: self.variables)
+            self.__dict__["_aux_program_cache"] = cache
+        return cache
+
+    @property
     def _compiled_encode(self):
         """``encode`` compiled with XLA (one program per batch size)."""
-        fn = self.__dict__.get("_xla_encode")
-        if fn is None:
-            fn = QuietFirstCalls(tf.function(lambda f: self.encode(f)["last_hidden_state"], jit_compile=True))
-            self.__dict__["_xla_encode"] = fn
-        return fn
+        return self._aux_programs.get("encode", lambda f: self.encode(f)["last_hidden_state"])
 
     @property
     def _compiled_first_logits(self):
         """XLA program: decoder logits [B, vocab] at position ``index`` [B] of ``ids`` [B, T] (no cache)."""
-        fn = self.__dict__.get("_xla_first_logits")
-        if fn is None:
 
-            def run(hidden, ids, index):
-                out = self(encoder_outputs={"last_hidden_state": hidden}, decoder_input_ids=ids)
-                return tf.gather(out["logits"], index, batch_dims=1)
+        def run(hidden, ids, index):
+            out = self(encoder_outputs={"last_hidden_state": hidden}, decoder_input_ids=ids)
+            return tf.gather(out["logits"], index, batch_dims=1)
 
-            fn = QuietFirstCalls(tf.function(run, jit_compile=True))
-            self.__dict__["_xla_first_logits"] = fn
-        return fn
+        return self._aux_programs.get("first_logits", run)
 
     def decoder_prompt_ids(
         self,

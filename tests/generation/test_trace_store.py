@@ -1,0 +1,67 @@
+"""A later process reuses the traced programs of an earlier one (xlagen.generation.programs' trace
+store), and gets the same tokens; a damaged entry or XLAGEN_TRACE_STORE=0 means tracing again."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+CHILD = r"""
+import json, numpy as np, keras, xlagen
+keras.utils.set_random_seed(int(__import__("os").environ["SEED"]))
+model = xlagen.TFGPT2LMHeadModel(xlagen.GPT2Config(n_embd=16, n_layer=2, n_head=2, n_positions=64, vocab_size=50))
+greedy = model.generate(np.array([[1, 2, 3]]), max_new_tokens=5, do_sample=False)
+sampled = model.generate(np.array([[4, 5], [6, 7]]), max_new_tokens=4, do_sample=True, top_k=5, seed=[1, 2])
+stats = model.generation_stats()
+print(json.dumps({"tokens": [np.asarray(greedy).tolist(), np.asarray(sampled).tolist()],
+                  "traced": stats["traced"], "loaded": stats["loaded_traces"], "compilations": stats["compilations"]}))
+"""
+
+
+def run_child(cache: Path, seed: int = 0, **env_updates: str) -> tuple[dict, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_XLA_FLAGS", "XLAGEN_TRACE_STORE")}
+    env.update(XLAGEN_XLA_CACHE=str(cache), SEED=str(seed), **env_updates)
+    root = Path(__file__).resolve().parents[2]
+    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=300, cwd=root
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def xla_entries(cache: Path) -> list[Path]:
+    return sorted(p for p in cache.glob("xla_compile_cache*") if p.is_file())
+
+
+def test_a_later_process_loads_the_traces_and_the_compiled_programs(tmp_path):
+    cache = tmp_path / "xla"
+    first, _ = run_child(cache)
+    assert first["traced"] == 2 and first["loaded"] == 0 and first["compilations"] == 2
+    traces = sorted((cache / "traces").glob("*.trace"))
+    assert len(traces) == 2
+    compiled = xla_entries(cache)
+    assert len(compiled) == 2
+    # other weights (the store holds graphs, not weights), same config: the stored traces serve it
+    second, _ = run_child(cache, seed=1)
+    assert second["traced"] == 0 and second["loaded"] == 2 and second["compilations"] == 2
+    assert xla_entries(cache) == compiled, "the compiled programs should come from the XLA cache"
+    third, _ = run_child(cache, seed=1, XLAGEN_TRACE_STORE="0")
+    assert third["traced"] == 2 and third["loaded"] == 0
+    assert third["tokens"] == second["tokens"]  # the loaded programs compute what tracing computes
+    assert second["tokens"] != first["tokens"]
+
+
+def test_a_damaged_entry_is_traced_again(tmp_path):
+    cache = tmp_path / "xla"
+    first, _ = run_child(cache)
+    for path in (cache / "traces").glob("*.trace"):
+        path.write_bytes(path.read_bytes()[:100])
+    again, _ = run_child(cache)
+    assert again["traced"] == 2 and again["loaded"] == 0
+    assert again["tokens"] == first["tokens"]
+    third, _ = run_child(cache)  # rewritten by the second process
+    assert third["loaded"] == 2 and third["tokens"] == first["tokens"]
