@@ -21,13 +21,13 @@ print(json.dumps({"tokens": [np.asarray(greedy).tolist(), np.asarray(sampled).to
 """
 
 
-def run_child(cache: Path, seed: int = 0, **env_updates: str) -> tuple[dict, str]:
+def run_child(cache: Path, seed: int = 0, code: str = CHILD, **env_updates: str) -> tuple[dict, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("TF_XLA_FLAGS", "XLAGEN_TRACE_STORE")}
     env.update(XLAGEN_XLA_CACHE=str(cache), SEED=str(seed), **env_updates)
     root = Path(__file__).resolve().parents[2]
     env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=300, cwd=root
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, cwd=root
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
@@ -65,3 +65,27 @@ def test_a_damaged_entry_is_traced_again(tmp_path):
     assert again["tokens"] == first["tokens"]
     third, _ = run_child(cache)  # rewritten by the second process
     assert third["loaded"] == 2 and third["tokens"] == first["tokens"]
+
+
+ENGINE_CHILD = r"""
+import json, numpy as np, keras, xlagen
+from xlagen.generation.slots import SlotEngine, SlotRequest
+keras.utils.set_random_seed(0)
+model = xlagen.TFGPT2LMHeadModel(xlagen.GPT2Config(n_embd=16, n_layer=2, n_head=2, n_positions=64, vocab_size=50))
+engine = SlotEngine(model, slots=2, max_length=32, prompt_buckets=(8,), prefill_batch_sizes=(1,), steps_per_call=2)
+first = engine.insert([SlotRequest(1, [5, 6, 7], {"max_new_tokens": 6, "do_sample": True, "seed": 3})])
+tokens = [first.tokens.tolist()]
+for _ in range(3):
+    tokens.append(engine.step(np.array([False, True])).tokens.tolist())
+p = engine._programs
+print(json.dumps({"tokens": tokens, "traced": p.traced, "loaded": p.loaded}))
+"""
+
+
+def test_the_slot_engine_reuses_its_traces(tmp_path):
+    cache = tmp_path / "xla"
+    first, _ = run_child(cache, code=ENGINE_CHILD)
+    assert first["traced"] == 2 and first["loaded"] == 0
+    second, _ = run_child(cache, code=ENGINE_CHILD)
+    assert second["traced"] == 0 and second["loaded"] == 2
+    assert second["tokens"] == first["tokens"]

@@ -34,7 +34,7 @@ from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
 
 from xlagen.generation import logits_process as lp
 from xlagen.generation.loop import LoopSpec, build_processors, config_processor_options, prefill
-from xlagen.generation.programs import ProgramCache
+from xlagen.generation.programs import ProgramCache, model_fingerprint
 from xlagen.generation.sampling import greedy, sample
 from xlagen.generation.validation import is_int
 
@@ -140,10 +140,10 @@ class SlotEngine:
         # slot's next writes: one program per window.
         self.windows = pow2_buckets(min(64, max_length), max_length)
         self._positions = np.zeros([slots], np.int64)  # host mirror of each slot's next cache slot
-        self._programs = ProgramCache()
         self._spec = self._static_spec(gc)
         with tf.init_scope():
             self._make_state()
+        self._programs = ProgramCache(self._fingerprint, self._variables)
 
     # -- state ------------------------------------------------------------------------------------
     def _encoder_length_limit(self, requested: int) -> int:
@@ -177,6 +177,28 @@ class SlotEngine:
             name: var(tf.fill([s, 2] if name == "seed" else [s], tf.cast(default, dtype)))
             for name, (dtype, default) in SLOT_OPTIONS.items()
         }
+
+    def _variables(self) -> list:
+        """Every variable the programs capture, in a fixed order (the trace store matches them)."""
+        state = [self._tokens, self._mask, self._next, self._write, self._prompt_len, self._generated]
+        options = [self._options[name] for name in SLOT_OPTIONS]
+        return [*self.model.variables, *tf.nest.flatten(self._cache), *state, self._finished, *options]
+
+    def _fingerprint(self) -> str:
+        """What the traced programs depend on besides their key and inputs (see ``ProgramCache``)."""
+        settings = (
+            self.slots,
+            self.max_length,
+            self.steps_per_call,
+            self.top_logprobs,
+            self.eos_token_ids,
+            self.pad_token_id,
+            self.decoder_start_token_id,
+            getattr(self, "max_encoder_length", None),
+            self._spec,
+            sorted(SLOT_OPTIONS.items(), key=lambda kv: kv[0]),
+        )
+        return f"SlotEngine {settings!r} " + model_fingerprint(self.model)
 
     def _static_spec(self, gc) -> LoopSpec:
         """The model's own generation-config processors (shared with ``generate``); per-request
