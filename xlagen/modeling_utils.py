@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,8 +16,14 @@ import tensorflow as tf
 from xlagen.configuration_utils import PretrainedConfig, load_config_dict
 from xlagen.generation.config import GenerationConfig
 from xlagen.generation.mixin import GenerationMixin
-from xlagen.loading.checkpoint import SAFE_WEIGHTS, load_state_dict, write_safetensors
+from xlagen.loading.checkpoint import SAFE_WEIGHTS, open_state_dict, tensor_meta, write_safetensors
 from xlagen.loading.hub import resolve_pretrained_dir
+from xlagen.models.layers import (
+    CheckpointValues,
+    active_initial_values,
+    checkpoint_value,
+    initial_values_from,
+)
 
 logger = logging.getLogger("xlagen")
 
@@ -154,15 +161,24 @@ class TFPreTrainedModel(keras.Model, GenerationMixin):
             return prefix + name
         return None
 
-    def load_state_dict(self, tensors: dict[str, np.ndarray], sources: dict[str, Path] | None = None) -> None:
-        """Assign weights by name; all problems are collected and raised before anything is assigned."""
+    def load_state_dict(
+        self, tensors: Mapping[str, np.ndarray], sources: Mapping[str, Path] | None = None
+    ) -> None:
+        """Assign weights by name; all problems are collected and raised before anything is assigned.
+
+        ``tensors`` may be lazy (:class:`~xlagen.loading.checkpoint.LazyStateDict`): shapes and dtypes
+        are checked from its index, then the tensors are read and assigned one at a time. Weights
+        created from these same tensors (``from_pretrained`` builds the model inside
+        :func:`~xlagen.models.layers.initial_values_from`) are checked and not assigned again."""
         sources = sources or {}
         wanted = self.checkpoint_variables()
         transposed = self.transposed_checkpoint_names()
-        assign: dict[str, np.ndarray] = {}
+        values = active_initial_values()
+        preloaded = values.used if values is not None and values.covers(tensors) else {}
+        assign: dict[str, str] = {}  # variable name -> checkpoint name
         problems: list[str] = []
         unexpected: list[str] = []
-        for name, array in tensors.items():
+        for name in tensors:
             target = self._match_checkpoint_name(name, wanted)
             where = f" in {sources[name]}" if name in sources else ""
             if target is None:
@@ -171,16 +187,17 @@ class TFPreTrainedModel(keras.Model, GenerationMixin):
                 if not any(re.search(p, name) for p in self.ignored_checkpoint_keys):
                     unexpected.append(name)
                 continue
+            file_shape, file_dtype = tensor_meta(tensors, name)
             shape = tuple(wanted[target].shape)
             if target in transposed:
                 shape = shape[::-1]
-            if tuple(array.shape) != shape:
-                problems.append(f"tensor {name!r}{where} has shape {tuple(array.shape)}, expected {shape}")
+            if tuple(file_shape) != shape:
+                problems.append(f"tensor {name!r}{where} has shape {tuple(file_shape)}, expected {shape}")
                 continue
-            if not np.issubdtype(array.dtype, np.floating):
-                problems.append(f"tensor {name!r}{where} has dtype {array.dtype}, expected a float type")
+            if not np.issubdtype(file_dtype, np.floating):
+                problems.append(f"tensor {name!r}{where} has dtype {file_dtype}, expected a float type")
                 continue
-            assign[target] = array
+            assign[target] = name
         files = sorted({str(p) for p in sources.values()}) or ["the given state dict"]
         for target in wanted:
             if target not in assign:
@@ -192,14 +209,14 @@ class TFPreTrainedModel(keras.Model, GenerationMixin):
             )
         if unexpected:
             logger.warning("ignored %d unexpected checkpoint tensors: %s", len(unexpected), unexpected[:10])
-        for target, array in assign.items():  # one transposed copy alive at a time
-            wanted[target].assign(
-                np.ascontiguousarray(array.T if target in transposed else array, np.float32)
-            )
+        for target, name in assign.items():  # one tensor (and its transposed copy) alive at a time
+            if preloaded.get(target) == name:
+                continue  # the variable was created from this tensor
+            wanted[target].assign(checkpoint_value(tensors[name], target in transposed))
 
     @classmethod
     def _config_for_checkpoint(
-        cls, config: PretrainedConfig, tensors: dict[str, np.ndarray]
+        cls, config: PretrainedConfig, tensors: Mapping[str, np.ndarray]
     ) -> PretrainedConfig:
         """Hook: adapt the config to what the checkpoint holds before the model is built (default: as is)."""
         return config
@@ -226,10 +243,13 @@ class TFPreTrainedModel(keras.Model, GenerationMixin):
             config = cls.config_class.from_dict(load_config_dict(directory), **kwargs)
         elif kwargs:
             raise TypeError(f"unexpected keyword arguments: {sorted(kwargs)}")
-        tensors, sources = load_state_dict(directory)
+        tensors, sources = open_state_dict(directory)
         config = cls._config_for_checkpoint(config, tensors)
-        model = cls(config)
-        model.load_state_dict(tensors, sources)
+        # Variables are created from the checkpoint's tensors (read one at a time), not randomly
+        # initialized and then assigned: the weights are in memory once, at every point of the load.
+        with initial_values_from(CheckpointValues(tensors, cls.checkpoint_prefix)):
+            model = cls(config)
+            model.load_state_dict(tensors, sources)
         model.generation_config = GenerationConfig.from_pretrained_dir(directory, config)
         model.name_or_path = str(pretrained_model_name_or_path)
         return model

@@ -32,11 +32,15 @@ import mmap
 import os
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from xlagen.loading.checkpoint import ComputedTensors
 
 logger = logging.getLogger("xlagen")
 
@@ -254,13 +258,15 @@ def _layer_count(model: CTranslate2Model, stack: str) -> int:
     return len(ids)
 
 
-def whisper_state_dict(model: CTranslate2Model) -> dict[str, np.ndarray]:
-    """Map a CTranslate2 WhisperSpec's variables to Transformers' Whisper state-dict names (float32)."""
+def whisper_state_dict(model: CTranslate2Model) -> ComputedTensors:
+    """Map a CTranslate2 WhisperSpec's variables to Transformers' Whisper state-dict names (float32).
+
+    The result is a lazy mapping: each tensor is dequantized (and split out of its fused
+    projection) when it is looked up, so loading converts one tensor at a time."""
     if model.spec and model.spec != "WhisperSpec":
         raise ValueError(f"{model.path} holds a CTranslate2 {model.spec}, not a WhisperSpec")
     v = model.variables
-    get = lambda name: dequantized(model, name)  # noqa: E731
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, tuple[tuple[int, ...], Any, Callable[[], np.ndarray]]] = {}
 
     def need(name: str) -> str:
         if name not in v:
@@ -269,26 +275,36 @@ def whisper_state_dict(model: CTranslate2Model) -> dict[str, np.ndarray]:
             )
         return name
 
+    def put(dst: str, src: str) -> None:
+        out[dst] = (tuple(v[src].shape), np.float32, partial(dequantized, model, src))
+
     def layer_norm(src: str, dst: str) -> None:
-        out[f"{dst}.weight"] = get(need(f"{src}/gamma"))
-        out[f"{dst}.bias"] = get(need(f"{src}/beta"))
+        put(f"{dst}.weight", need(f"{src}/gamma"))
+        put(f"{dst}.bias", need(f"{src}/beta"))
 
     def linear(src: str, dst: str, bias: bool = True) -> None:
-        out[f"{dst}.weight"] = get(need(f"{src}/weight"))
+        put(f"{dst}.weight", need(f"{src}/weight"))
         if bias:
-            out[f"{dst}.bias"] = get(need(f"{src}/bias"))
+            put(f"{dst}.bias", need(f"{src}/bias"))
 
-    def split(src: str, dsts: list[str | None]) -> None:
-        """A fused projection [n*d, d] (+ bias [n*d]) into n projections; None drops that bias (keys)."""
-        weights = np.split(get(need(f"{src}/weight")), len(dsts))
-        biases = np.split(get(need(f"{src}/bias")), len(dsts)) if f"{src}/bias" in v else [None] * len(dsts)
-        for dst, w, b in zip(dsts, weights, biases):
-            key_proj = dst.endswith("k_proj")
-            out[f"{dst}.weight"] = w
-            if b is not None and not key_proj:
-                out[f"{dst}.bias"] = b
-            elif b is None and not key_proj:
-                out[f"{dst}.bias"] = np.zeros([w.shape[0]], np.float32)
+    def split(src: str, dsts: list[str]) -> None:
+        """A fused projection [n*d, d] (+ bias [n*d]) into n projections; keys get no bias."""
+        weight = need(f"{src}/weight")
+        bias = f"{src}/bias" if f"{src}/bias" in v else None
+        n = len(dsts)
+        rows = v[weight].shape[0] // n
+        for i, dst in enumerate(dsts):
+            out[f"{dst}.weight"] = (
+                (rows, *v[weight].shape[1:]),
+                np.float32,
+                partial(_part, model, weight, n, i),
+            )
+            if dst.endswith("k_proj"):
+                continue
+            if bias is not None:
+                out[f"{dst}.bias"] = ((rows,), np.float32, partial(_part, model, bias, n, i))
+            else:
+                out[f"{dst}.bias"] = ((rows,), np.float32, partial(np.zeros, [rows], np.float32))
 
     d_model = v[need("decoder/embeddings/weight")].shape[1]
     for stack in ("encoder", "decoder"):
@@ -311,22 +327,31 @@ def whisper_state_dict(model: CTranslate2Model) -> dict[str, np.ndarray]:
         layer_norm(f"{stack}/layer_norm", f"{hf}.layer_norm")
         positions = f"{stack}/position_encodings/encodings"
         if positions in v:
-            out[f"{hf}.embed_positions.weight"] = get(positions)
+            put(f"{hf}.embed_positions.weight", positions)
         elif stack == "encoder":  # not stored: CTranslate2 then uses Whisper's fixed sinusoids
             from xlagen.models.whisper.modeling import sinusoids
 
-            out[f"{hf}.embed_positions.weight"] = sinusoids(1500, d_model)
+            out[f"{hf}.embed_positions.weight"] = (
+                (1500, d_model),
+                np.float32,
+                partial(sinusoids, 1500, d_model),
+            )
         else:
             raise ValueError(f"{model.path} has no decoder position encodings ({positions!r})")
     for conv in ("conv1", "conv2"):
         linear(f"encoder/{conv}", f"model.encoder.{conv}")
-    out["model.decoder.embed_tokens.weight"] = get("decoder/embeddings/weight")
+    put("model.decoder.embed_tokens.weight", "decoder/embeddings/weight")
     if model.aliases.get("decoder/projection/weight") != "decoder/embeddings/weight":
-        out["proj_out.weight"] = get(need("decoder/projection/weight"))
-    if "decoder/projection/bias" in v and np.any(get("decoder/projection/bias")):
+        put("proj_out.weight", need("decoder/projection/weight"))
+    if "decoder/projection/bias" in v and np.any(dequantized(model, "decoder/projection/bias")):
         raise ValueError(f"{model.path}: the output projection has a bias, which Whisper models do not have")
     _check_whisper_attributes(model)
-    return out
+    return ComputedTensors(out)
+
+
+def _part(model: CTranslate2Model, name: str, parts: int, index: int) -> np.ndarray:
+    """Part ``index`` of ``parts`` equal row blocks of variable ``name``, float32 and contiguous."""
+    return np.ascontiguousarray(np.split(dequantized(model, name), parts)[index])
 
 
 def _check_whisper_attributes(model: CTranslate2Model) -> None:
@@ -462,8 +487,12 @@ def load_ctranslate2_whisper(directory: str | os.PathLike, model_class=None, con
         config = built_config
     elif overrides:
         raise TypeError(f"unexpected keyword arguments: {sorted(overrides)}")
-    model = model_class(config)
-    model.load_state_dict(tensors, {name: ct2.path for name in tensors})
+    from xlagen.models.layers import CheckpointValues, initial_values_from
+
+    # Variables are created from the converted tensors, one at a time (no random init + assign).
+    with initial_values_from(CheckpointValues(tensors)):
+        model = model_class(config)
+        model.load_state_dict(tensors, {name: ct2.path for name in tensors})
     model.generation_config = generation_config
     model.name_or_path = str(directory)
     return model

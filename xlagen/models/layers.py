@@ -6,9 +6,16 @@ Hugging Face state-dict name of each weight, so loading is a name lookup.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Mapping
+
 import keras
+import numpy as np
 import tensorflow as tf
 from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
+
+from xlagen.loading.checkpoint import AliasedTensors, tensor_meta
 
 NEG_INF = -1e30  # large finite negative: masked scores never win, fully masked rows stay finite
 
@@ -46,6 +53,81 @@ def linear(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor | None = None) -> tf
     return dense(x, weight, bias, transpose=True)
 
 
+def checkpoint_value(array: np.ndarray, transposed: bool, dtype: str | np.dtype = "float32") -> np.ndarray:
+    """A checkpoint tensor in its variable's layout: transposed when the variable holds it so, as ``dtype``."""
+    return np.ascontiguousarray(array.T if transposed else array, dtype)
+
+
+class CheckpointValues:
+    """Initial values for weights created while :func:`initial_values_from` is active.
+
+    ``tensors`` maps checkpoint names to arrays (a lazy mapping is read one tensor at a time);
+    ``prefix`` is a state-dict prefix files may omit (``"transformer."``). ``used`` records which
+    checkpoint tensor each weight was created from, so loading does not assign it again.
+    """
+
+    def __init__(self, tensors: Mapping[str, np.ndarray], prefix: str = "") -> None:
+        self.tensors = tensors
+        self.prefix = prefix
+        self.used: dict[str, str] = {}
+
+    def covers(self, tensors: Mapping[str, np.ndarray]) -> bool:
+        """Whether ``tensors`` is this checkpoint (or a view of it with extra names)."""
+        while isinstance(tensors, AliasedTensors) and tensors is not self.tensors:
+            tensors = tensors.base
+        return tensors is self.tensors
+
+    def _source(self, ckpt_name: str) -> str | None:
+        if ckpt_name in self.tensors:
+            return ckpt_name
+        if (
+            self.prefix
+            and ckpt_name.startswith(self.prefix)
+            and ckpt_name[len(self.prefix) :] in self.tensors
+        ):
+            return ckpt_name[len(self.prefix) :]
+        return None
+
+    def initializer(self, ckpt_name: str, shape: tuple[int, ...], transposed: bool) -> Callable | None:
+        """An initializer reading ``ckpt_name`` from the checkpoint, or None (absent, or a shape or
+        dtype that loading will reject with a message)."""
+        name = self._source(ckpt_name)
+        if name is None:
+            return None
+        file_shape, file_dtype = tensor_meta(self.tensors, name)
+        expected = tuple(shape[::-1]) if transposed else tuple(shape)
+        if tuple(file_shape) != expected or not np.issubdtype(file_dtype, np.floating):
+            return None
+        tensors = self.tensors
+        self.used[ckpt_name] = name
+
+        def read(shape, dtype=None):  # noqa: ARG001 - Keras' initializer signature
+            return checkpoint_value(tensors[name], transposed, np.float32 if dtype is None else dtype)
+
+        return read
+
+
+_INITIAL_VALUES: contextvars.ContextVar[CheckpointValues | None] = contextvars.ContextVar(
+    "xlagen_initial_values", default=None
+)
+
+
+@contextlib.contextmanager
+def initial_values_from(values: CheckpointValues) -> Iterator[CheckpointValues]:
+    """Weights created inside take their values from ``values`` (a checkpoint) instead of their
+    random initializers: no random tensors are made, and each weight is in memory once."""
+    token = _INITIAL_VALUES.set(values)
+    try:
+        yield values
+    finally:
+        _INITIAL_VALUES.reset(token)
+
+
+def active_initial_values() -> CheckpointValues | None:
+    """The :class:`CheckpointValues` weights are being created from, if any."""
+    return _INITIAL_VALUES.get()
+
+
 class WeightLayer(keras.layers.Layer):
     """A layer whose weights are created up front and carry their checkpoint names."""
 
@@ -69,6 +151,9 @@ class WeightLayer(keras.layers.Layer):
                 raise ValueError(f"only 2-D weights can be stored transposed, {ckpt_name} has shape {shape}")
             shape = (shape[1], shape[0])
             self.transposed_checkpoint_names.add(ckpt_name)
+        values = _INITIAL_VALUES.get()
+        if values is not None:
+            initializer = values.initializer(ckpt_name, shape, transposed) or initializer
         var = self.add_weight(shape=shape, initializer=initializer, name=ckpt_name.rsplit(".", 1)[-1])
         self.checkpoint_names[ckpt_name] = var
         return var

@@ -19,12 +19,14 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from xlagen.loading.checkpoint import AliasedTensors
 from xlagen.modeling_utils import Seq2SeqLMOutput, TFPreTrainedModel, seq2seq_lm_loss
 from xlagen.models.activations import ACTIVATIONS
 from xlagen.models.layers import (
@@ -289,7 +291,7 @@ class TFT5ForConditionalGeneration(TFPreTrainedModel):
 
     # -- loading ----------------------------------------------------------------------------------
     @classmethod
-    def _config_for_checkpoint(cls, config: T5Config, tensors: dict[str, np.ndarray]) -> T5Config:
+    def _config_for_checkpoint(cls, config: T5Config, tensors: Mapping[str, np.ndarray]) -> T5Config:
         """Untie the head when the file holds an ``lm_head.weight`` that differs from ``shared.weight``.
 
         Transformers 5 writes ``tie_word_embeddings: true`` for every T5 (``scale_decoder_outputs``
@@ -306,18 +308,20 @@ class TFT5ForConditionalGeneration(TFPreTrainedModel):
         return config
 
     @staticmethod
-    def _shared_tensor(tensors: dict[str, np.ndarray]) -> np.ndarray | None:
+    def _shared_tensor(tensors: Mapping[str, np.ndarray]) -> np.ndarray | None:
         for name in ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight"):
             if name in tensors:
                 return tensors[name]
         return None
 
-    def load_state_dict(self, tensors: dict[str, np.ndarray], sources: dict[str, Any] | None = None) -> None:
+    def load_state_dict(
+        self, tensors: Mapping[str, np.ndarray], sources: Mapping[str, Any] | None = None
+    ) -> None:
         """As the base class; a file with only ``encoder/decoder.embed_tokens.weight`` supplies ``shared``."""
         if "shared.weight" not in tensors:
             for name in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"):
                 if name in tensors:
-                    tensors = {**tensors, "shared.weight": tensors[name]}
+                    tensors = AliasedTensors(tensors, {"shared.weight": name})
                     if sources and name in sources:
                         sources = {**sources, "shared.weight": sources[name]}
                     break
