@@ -13,6 +13,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from xlagen.models.layers import xla_program
+
 
 class ProgramCache:
     """``get(key, fn)``: ``fn`` as an XLA-compiled ``tf.function``, traced once per key."""
@@ -30,7 +32,8 @@ class ProgramCache:
             def traced(*args):
                 self.compilations += 1  # Python runs only while tracing
                 self.keys.append(key)
-                return fn(*args)
+                with xla_program():
+                    return fn(*args)
 
             program = tf.function(traced, jit_compile=True, reduce_retracing=False, autograph=False)
             self._programs[key] = program
