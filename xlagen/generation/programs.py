@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from xlagen import compilation_cache
+from xlagen.models.layers import xla_program
 from xlagen.native_logs import quiet_native_logs
 
 logger = logging.getLogger(__name__)
@@ -151,7 +152,8 @@ class Program:
 
         def traced(*args):
             cache.traced += 1  # Python runs only while tracing
-            return fn(*args)
+            with xla_program():  # layers may use XLA-only ops (dense's optimization barrier)
+                return fn(*args)
 
         self.function = tf.function(traced, jit_compile=True, reduce_retracing=False, autograph=False)
         self._concrete: dict[Any, Callable] = {}
