@@ -6,11 +6,10 @@ Drop-in for the TensorFlow side of Hugging Face Transformers 4.x on local checkp
 import os as _os
 
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# TensorFlow's oneDNN CPU allocator otherwise serves large tensors from a BFC arena that grows by
-# doubling regions and never hands memory back: ~90 MB more peak RSS for a GPT-2 124M generate
-# process (~3 % faster decoding, measured on 2 cores). Read at TensorFlow's first allocation;
-# TF_ONEDNN_USE_SYSTEM_ALLOCATOR=0 in the environment keeps the arena.
-_os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
+# TensorFlow's oneDNN CPU allocator serves large tensors from a BFC arena that never hands memory
+# back. TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1 (malloc instead) saves ~90 MB of peak RSS in a GPT-2 124M
+# generate process but made its batch-8 decode step ~6 % slower (47-50 vs 44.5-45 ms, alternating
+# processes, benchmarks.step_probe): xlagen leaves TensorFlow's default; set it for less memory.
 
 # Before any TensorFlow operation runs: TensorFlow reads its XLA flags once, at the first one.
 from xlagen import compilation_cache as _compilation_cache  # noqa: E402
