@@ -89,3 +89,20 @@ def test_the_slot_engine_reuses_its_traces(tmp_path):
     second, _ = run_child(cache, code=ENGINE_CHILD)
     assert second["traced"] == 0 and second["loaded"] == 2
     assert second["tokens"] == first["tokens"]
+
+
+def test_a_program_called_inside_a_callers_tf_function_traces_into_it():
+    import numpy as np
+    import tensorflow as tf
+
+    from xlagen.generation.programs import ProgramCache
+
+    cache = ProgramCache()
+    program = cache.get("double", lambda x: x * 2)
+
+    @tf.function
+    def outer(x):
+        return program(x) + 1
+
+    assert np.asarray(outer(tf.constant([1.0, 2.0]))).tolist() == [3.0, 5.0]
+    assert np.asarray(program(np.array([1.0, 2.0], np.float32))).tolist() == [2.0, 4.0]

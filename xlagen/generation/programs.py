@@ -159,6 +159,8 @@ class Program:
         self._concrete: dict[Any, Callable] = {}
 
     def __call__(self, *args: Any) -> Any:
+        if not tf.executing_eagerly():  # inside a caller's tf.function: trace into its graph
+            return self.function(*args)
         sig = signature(args)
         run = self._concrete.get(sig)
         if run is not None:
