@@ -135,11 +135,18 @@ def _wrap_xlagen_loading(cp: Checkpoints) -> None:
     import xlagen.loading.ctranslate2 as ct2
     import xlagen.modeling_utils as mu
 
+    try:  # the Whisper conversion's home since the loading/models split
+        import xlagen.models.whisper.ctranslate2 as whisper_ct2
+    except ImportError:
+        whisper_ct2 = ct2
+
     cp.wrap(mu, "load_state_dict", "weights read (safetensors)")
     cp.wrap(mu, "open_state_dict", "checkpoint opened (lazy)")
     cp.wrap(checkpoint, "load_state_dict", "weights read (safetensors)")
     cp.wrap(ct2, "read_ctranslate2_model", "model.bin read")
-    cp.wrap(ct2, "whisper_state_dict", "converted to Transformers names")
+    if whisper_ct2 is not ct2:  # it imported the reader by name
+        cp.wrap(whisper_ct2, "read_ctranslate2_model", "model.bin read")
+    cp.wrap(whisper_ct2, "whisper_state_dict", "converted to Transformers names")
     cp.wrap(mu.TFPreTrainedModel, "load_state_dict", "weights assigned / checked")
 
 

@@ -31,8 +31,8 @@ from xlagen.loading.ctranslate2 import (
     is_ctranslate2_dir,
     read_ctranslate2_model,
     read_ctranslate2_shapes,
-    whisper_state_dict,
 )
+from xlagen.models.whisper.ctranslate2 import whisper_state_dict
 from xlagen.models.whisper.modeling import TFWhisperForConditionalGeneration
 
 AUDIO = Path(__file__).resolve().parent.parent / "fixtures" / "audio"

@@ -86,12 +86,9 @@ class WhisperConfig(PretrainedConfig):
     @classmethod
     def from_pretrained(cls, name_or_path, **overrides: Any) -> WhisperConfig:
         """Read config.json, or derive the config of a CTranslate2 Whisper directory from its model.bin."""
-        from xlagen.loading.ctranslate2 import (
-            is_ctranslate2_dir,
-            read_ctranslate2_header,
-            whisper_config_from_ctranslate2,
-        )
+        from xlagen.loading.ctranslate2 import is_ctranslate2_dir, read_ctranslate2_header
         from xlagen.loading.hub import resolve_pretrained_dir
+        from xlagen.models.whisper.ctranslate2 import whisper_config_from_ctranslate2
 
         directory = resolve_pretrained_dir(name_or_path)
         if is_ctranslate2_dir(directory):

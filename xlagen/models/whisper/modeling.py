@@ -245,8 +245,9 @@ class TFWhisperForConditionalGeneration(TFPreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, config=None, **kwargs):
         """Load a Hugging Face checkpoint directory, or a CTranslate2 Whisper directory (model.bin)."""
-        from xlagen.loading.ctranslate2 import is_ctranslate2_dir, load_ctranslate2_whisper
+        from xlagen.loading.ctranslate2 import is_ctranslate2_dir
         from xlagen.loading.hub import resolve_pretrained_dir
+        from xlagen.models.whisper.ctranslate2 import load_ctranslate2_whisper
 
         try:
             directory = resolve_pretrained_dir(pretrained_model_name_or_path)
