@@ -1,4 +1,4 @@
-"""Loading a T5 ``spiece.model`` without ``tokenizer.json`` (xlagen.sentencepiece_conversion).
+"""Loading a T5 ``spiece.model`` without ``tokenizer.json`` (xlagen.tokenization.sentencepiece).
 
 A tiny Unigram SentencePiece model is trained here with T5's special-token layout, put in a directory
 the way T5 checkpoints ship it (``spiece.model`` + ``tokenizer_config.json``, no ``tokenizer.json``),
@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from xlagen.sentencepiece_conversion import convert_t5_sentencepiece
 from xlagen.tokenization import AutoTokenizer
+from xlagen.tokenization.sentencepiece import convert_t5_sentencepiece
 
 spm = pytest.importorskip("sentencepiece")
 

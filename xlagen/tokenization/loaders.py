@@ -1,0 +1,180 @@
+"""Building a ``tokenizers.Tokenizer`` from checkpoint files (``tokenizer.json``, GPT-2 ``vocab.json`` + ``merges.txt``, T5 SentencePiece) and reading ``tokenizer_config.json`` into init arguments."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers
+from tokenizers.models import BPE
+
+from xlagen.tokenization.utils import (
+    _T5_MODEL_TYPES,
+    _T5_SPIECE_FILE,
+    _T5_TOKENIZER_CLASSES,
+    MERGES_FILE,
+    SPECIAL_TOKENS_ATTRIBUTES,
+    TOKENIZER_FILE,
+    VOCAB_FILE,
+    TokenLike,
+    _read_json,
+    _to_added_token,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _load_tokenizer_json(path: Path) -> Tokenizer:
+    """Load a ``tokenizers`` serialization, turning any failure into a ValueError naming the file."""
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as err:  # the Rust side raises a bare Exception; say what is wrong with the file
+        data = _read_json(path, "tokenizer file")  # raises a precise error for invalid JSON
+        if not isinstance(data, dict) or "model" not in data:
+            raise ValueError(
+                f"{str(path)!r} is not a tokenizers serialization: it has no 'model' entry."
+            ) from err
+        raise ValueError(f"Could not build a tokenizer from {str(path)!r}: {err}") from err
+
+
+def _build_gpt2_bpe(directory: Path, add_prefix_space: bool) -> Tokenizer:
+    """GPT-2 byte-level BPE from ``vocab.json`` + ``merges.txt`` (Transformers' GPT2Tokenizer pipeline)."""
+    vocab_path, merges_path = directory / VOCAB_FILE, directory / MERGES_FILE
+    vocab = _read_json(vocab_path, "vocabulary")
+    if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
+        raise ValueError(f"{str(vocab_path)!r} must map token strings to integer ids.")
+    try:
+        _, merges = BPE.read_file(str(vocab_path), str(merges_path))
+        model = BPE(
+            vocab=vocab,
+            merges=merges,
+            dropout=None,
+            continuing_subword_prefix="",
+            end_of_word_suffix="",
+            fuse_unk=False,
+        )
+    except Exception as err:
+        raise ValueError(
+            f"Could not build a BPE model from {str(vocab_path)!r} and {str(merges_path)!r}: {err}"
+        ) from err
+    tokenizer = Tokenizer(model)
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
+
+
+def _build_t5_sentencepiece(
+    directory: Path, spiece_model: Path, config: dict[str, Any], tokenizer_class: str | None
+) -> Tokenizer:
+    """T5 fast tokenizer from ``spiece.model`` (Transformers' T5 conversion); fills ``config`` defaults."""
+    model_type = None
+    if tokenizer_class is None and (directory / "config.json").is_file():
+        model_config = _read_json(directory / "config.json", "model config")
+        model_type = model_config.get("model_type") if isinstance(model_config, dict) else None
+    if (
+        tokenizer_class is not None and tokenizer_class.removesuffix("Fast") not in _T5_TOKENIZER_CLASSES
+    ) or (model_type is not None and model_type not in _T5_MODEL_TYPES):
+        raise OSError(
+            f"{str(directory)!r} only has a SentencePiece model ({_T5_SPIECE_FILE}) for "
+            f"{tokenizer_class or model_type}; xlagen converts T5 SentencePiece models only and needs a "
+            f"{TOKENIZER_FILE} for others. Create it once with Transformers: "
+            f"AutoTokenizer.from_pretrained({str(directory)!r}).save_pretrained({str(directory)!r})."
+        )
+    from xlagen.tokenization.sentencepiece import convert_t5_sentencepiece, t5_sentinel_tokens
+
+    # Transformers' T5Tokenizer defaults.
+    for key, default in (("eos_token", "</s>"), ("unk_token", "<unk>"), ("pad_token", "<pad>")):
+        config.setdefault(key, default)
+    extra_ids = config.get("extra_ids")
+    extra_ids = 100 if extra_ids is None else int(extra_ids)
+    backend = convert_t5_sentencepiece(
+        spiece_model,
+        extra_ids=extra_ids,
+        eos_token="</s>",
+        legacy=config.get("legacy") is not False,
+    )
+    # The sentinels are T5's extra special tokens unless the config lists its own (which then include them).
+    extras = list(config.get("extra_special_tokens") or [])
+    if not any("<extra_id_" in str(token) for token in extras):
+        config["extra_special_tokens"] = extras + t5_sentinel_tokens(extra_ids)
+    return backend
+
+
+_INIT_KEYS = frozenset(
+    {
+        *SPECIAL_TOKENS_ATTRIBUTES,
+        "extra_special_tokens",
+        "additional_special_tokens",
+        "model_max_length",
+        "padding_side",
+        "truncation_side",
+        "clean_up_tokenization_spaces",
+        "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output",
+        "split_special_tokens",
+        "add_bos_token",
+        "add_eos_token",
+        "add_prefix_space",
+        "model_input_names",
+    }
+)
+# Config entries Transformers writes that have no effect on a tokenizers-backed tokenizer.
+_SILENT_CONFIG_KEYS = frozenset(
+    {
+        "added_tokens_decoder",
+        "backend",
+        "errors",
+        "extra_ids",
+        "legacy",
+        "name_or_path",
+        "special_tokens_map_file",
+        "tokenizer_file",
+        "vocab_file",
+        "merges_file",
+        "processor_class",
+        "auto_map",
+        "chat_template",
+        "do_lower_case",
+        "sp_model_kwargs",
+        "spaces_between_special_tokens",
+        "use_default_system_prompt",
+        "is_local",
+        "local_files_only",
+        "max_len",
+        "fast_tokenizer_files",
+        "_commit_hash",
+    }
+)
+
+
+def _split_init_kwargs(config: dict[str, Any], user_keys: Iterable[str] = ()) -> dict[str, Any]:
+    """Keep the config entries xlagen understands; other ``*_token`` entries become extra special tokens.
+
+    Options xlagen does not know are dropped (with a warning when the caller passed them explicitly,
+    as they are most likely typos or features that are not supported).
+    """
+    user_keys = set(user_keys)
+    init = {key: config[key] for key in _INIT_KEYS if key in config}
+    if "model_max_length" not in init and config.get("max_len") is not None:
+        init["model_max_length"] = config["max_len"]
+    if init.get("model_max_length") is not None:
+        init["model_max_length"] = int(init["model_max_length"])
+    model_specific: list[TokenLike] = []
+    for key, value in config.items():
+        if key in _INIT_KEYS or key in _SILENT_CONFIG_KEYS:
+            continue
+        if key.endswith("_token") and isinstance(value, (str, AddedToken, Mapping)):
+            # model-specific named special tokens (e.g. "image_token"): kept as extra special tokens
+            model_specific.append(_to_added_token(value))
+        elif key in user_keys:
+            logger.warning("xlagen's tokenizer does not support the option %s=%r; it is ignored.", key, value)
+        else:
+            logger.debug("xlagen ignores tokenizer config entry %s=%r", key, value)
+    if model_specific:
+        extras: list[TokenLike] = []
+        for token in [*model_specific, *(init.get("extra_special_tokens") or [])]:
+            if str(token) not in {str(t) for t in extras}:
+                extras.append(token)
+        init["extra_special_tokens"] = extras
+    return init
