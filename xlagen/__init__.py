@@ -27,6 +27,8 @@ from xlagen.generation import Buckets, GenerationConfig  # noqa: E402
 from xlagen.models.auto import AutoConfig, TFAutoModelForCausalLM, TFAutoModelForSeq2SeqLM  # noqa: E402
 from xlagen.models.gpt2.configuration import GPT2Config  # noqa: E402
 from xlagen.models.gpt2.modeling import TFGPT2LMHeadModel  # noqa: E402
+from xlagen.models.llama.configuration import LlamaConfig  # noqa: E402
+from xlagen.models.llama.modeling import TFLlamaForCausalLM  # noqa: E402
 from xlagen.models.opt.configuration import OPTConfig  # noqa: E402
 from xlagen.models.opt.modeling import TFOPTForCausalLM  # noqa: E402
 from xlagen.models.t5.configuration import T5Config  # noqa: E402
@@ -74,6 +76,7 @@ __all__ = [
     "Buckets",
     "GPT2Config",
     "GenerationConfig",
+    "LlamaConfig",
     "OPTConfig",
     "PreTrainedTokenizerFast",
     "PretrainedConfig",
@@ -81,6 +84,7 @@ __all__ = [
     "TFAutoModelForCausalLM",
     "TFAutoModelForSeq2SeqLM",
     "TFGPT2LMHeadModel",
+    "TFLlamaForCausalLM",
     "TFOPTForCausalLM",
     "TFT5ForConditionalGeneration",
     "TFWhisperForConditionalGeneration",

@@ -10,6 +10,8 @@ from xlagen.loading.ctranslate2 import is_ctranslate2_dir
 from xlagen.loading.hub import resolve_pretrained_dir
 from xlagen.models.gpt2.configuration import GPT2Config
 from xlagen.models.gpt2.modeling import TFGPT2LMHeadModel
+from xlagen.models.llama.configuration import LlamaConfig
+from xlagen.models.llama.modeling import TFLlamaForCausalLM
 from xlagen.models.opt.configuration import OPTConfig
 from xlagen.models.opt.modeling import TFOPTForCausalLM
 from xlagen.models.t5.configuration import T5Config
@@ -17,8 +19,14 @@ from xlagen.models.t5.modeling import TFT5ForConditionalGeneration
 from xlagen.models.whisper.configuration import WhisperConfig
 from xlagen.models.whisper.modeling import TFWhisperForConditionalGeneration
 
-CONFIG_MAPPING = {"gpt2": GPT2Config, "opt": OPTConfig, "t5": T5Config, "whisper": WhisperConfig}
-CAUSAL_LM_MAPPING = {"gpt2": TFGPT2LMHeadModel, "opt": TFOPTForCausalLM}
+CONFIG_MAPPING = {
+    "gpt2": GPT2Config,
+    "llama": LlamaConfig,
+    "opt": OPTConfig,
+    "t5": T5Config,
+    "whisper": WhisperConfig,
+}
+CAUSAL_LM_MAPPING = {"gpt2": TFGPT2LMHeadModel, "llama": TFLlamaForCausalLM, "opt": TFOPTForCausalLM}
 SEQ2SEQ_LM_MAPPING: dict[str, type] = {
     "t5": TFT5ForConditionalGeneration,
     "whisper": TFWhisperForConditionalGeneration,

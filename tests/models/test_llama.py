@@ -1,0 +1,107 @@
+"""Llama numerics and generation against Hugging Face Transformers (PyTorch) on the same random weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import torch
+import transformers
+
+import xlagen
+from tests.conftest import left_padded_batch, perturb_norms_and_biases
+
+NEW = 20
+PAD = 0
+TINY_LLAMA = dict(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    max_position_embeddings=96,
+    pad_token_id=PAD,
+    bos_token_id=1,
+    eos_token_id=2,
+    rms_norm_eps=1e-6,
+)
+# What changes the computation: GQA ratios 1 / 2 / 4, explicit head_dim, biases, tying, rope_theta.
+VARIANTS = {
+    "mha": {},
+    "gqa2_tied": {"num_key_value_heads": 2, "tie_word_embeddings": True},
+    "mqa_head_dim": {"num_key_value_heads": 1, "head_dim": 16, "rope_theta": 500000.0},
+    "biases": {"attention_bias": True, "mlp_bias": True, "num_key_value_heads": 2},
+}
+
+
+def write_llama(path, seed: int = 0, **overrides) -> transformers.LlamaForCausalLM:
+    """Save a random Llama (PyTorch) to ``path``; return the eval-mode torch model."""
+    config = transformers.LlamaConfig(**{**TINY_LLAMA, **overrides})
+    torch.manual_seed(seed)
+    model = transformers.LlamaForCausalLM(config).eval()
+    perturb_norms_and_biases(model, "norm")
+    model.save_pretrained(path)
+    return model
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS), ids=list(VARIANTS))
+def llama(request, tmp_path_factory):
+    path = tmp_path_factory.mktemp(f"llama_{request.param}")
+    pt_model = write_llama(path, seed=len(request.param), **VARIANTS[request.param])
+    return pt_model, xlagen.TFAutoModelForCausalLM.from_pretrained(path)
+
+
+def test_logits_match_on_left_padded_batch(llama):
+    pt_model, model = llama
+    assert isinstance(model, xlagen.TFLlamaForCausalLM)
+    ids, mask = left_padded_batch(np.random.default_rng(0), [3, 9, 14, 1], vocab=128, pad=PAD)
+    positions = np.maximum(mask.cumsum(1) - 1, 0)
+    with torch.no_grad():
+        ref = pt_model(
+            torch.tensor(ids), attention_mask=torch.tensor(mask), position_ids=torch.tensor(positions)
+        ).logits.numpy()
+    ours = model(tf.constant(ids), attention_mask=tf.constant(mask), position_ids=tf.constant(positions))
+    diff = np.abs(ours.logits.numpy() - ref)[mask.astype(bool)].max()
+    assert diff <= 1e-4, f"max abs logits difference {diff}"
+    with torch.no_grad():  # no mask, no positions: 0..T-1 on both sides
+        ref = pt_model(torch.tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(model(tf.constant(ids)).logits.numpy(), ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("num_beams", [1, 4])
+def test_generation_matches_transformers_in_xla_and_eager(llama, num_beams):
+    pt_model, model = llama
+    ids, mask = left_padded_batch(np.random.default_rng(1), [3, 10, 7], vocab=128, pad=PAD)
+    with torch.no_grad():
+        reference = pt_model.generate(
+            torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            max_new_tokens=NEW,
+            do_sample=False,
+            num_beams=num_beams,
+            pad_token_id=PAD,
+        ).numpy()
+    for jit in (True, False):
+        out = model.generate(
+            ids,
+            attention_mask=mask,
+            max_new_tokens=NEW,
+            do_sample=False,
+            num_beams=num_beams,
+            jit_compile=jit,
+        )
+        np.testing.assert_array_equal(np.asarray(out), reference)
+
+
+def test_unsupported_options_are_refused_by_name(tmp_path):
+    with pytest.raises(ValueError, match="rope_scaling"):
+        xlagen.LlamaConfig(**TINY_LLAMA, rope_scaling={"rope_type": "yarn", "factor": 2.0})
+    # Transformers 5's layout: rope_parameters
+    transformers.LlamaConfig(
+        **TINY_LLAMA, rope_scaling={"rope_type": "linear", "factor": 2.0}
+    ).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="'linear' is not supported"):
+        xlagen.AutoConfig.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="num_key_value_heads"):
+        xlagen.LlamaConfig(**{**TINY_LLAMA, "num_key_value_heads": 3})

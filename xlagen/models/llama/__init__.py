@@ -1,0 +1,1 @@
+"""Llama (rotary positions, grouped-query attention, RMSNorm, SwiGLU)."""

@@ -1,0 +1,102 @@
+"""Llama configuration (same keys as Hugging Face's LlamaConfig)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from xlagen.configuration_utils import PretrainedConfig
+from xlagen.models.activations import ACTIVATIONS
+
+
+class LlamaConfig(PretrainedConfig):
+    """Hyper-parameters of a Llama checkpoint; unsupported options raise ``ValueError``.
+
+    Supported so far: default rotary embeddings (``rope_theta``), grouped-query attention
+    (``num_key_value_heads``), explicit ``head_dim``, ``attention_bias``, ``mlp_bias``, tied or
+    untied embeddings. ``rope_scaling`` types are refused until implemented.
+    """
+
+    model_type: ClassVar[str] = "llama"
+    defaults: ClassVar[dict[str, Any]] = {
+        "vocab_size": 32000,
+        "hidden_size": 4096,
+        "intermediate_size": 11008,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": None,
+        "head_dim": None,
+        "hidden_act": "silu",
+        "max_position_embeddings": 2048,
+        "initializer_range": 0.02,
+        "rms_norm_eps": 1e-6,
+        "use_cache": True,
+        "pad_token_id": None,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "tie_word_embeddings": False,
+        "rope_theta": 10000.0,
+        "rope_scaling": None,
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "mlp_bias": False,
+        "pretraining_tp": 1,
+    }
+
+    def validate(self) -> None:
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if (
+            self.head_dim is None
+            and isinstance(self.num_attention_heads, int)
+            and self.num_attention_heads > 0
+        ):
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        name = type(self).__name__
+        for key in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "head_dim",
+            "max_position_embeddings",
+        ):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name}.{key} must be a positive integer, got {value!r}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"{name}: num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                f"num_key_value_heads ({self.num_key_value_heads})"
+            )
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(
+                f"{name}.hidden_act={self.hidden_act!r} is not supported; choose one of {sorted(ACTIVATIONS)}"
+            )
+        # Transformers 5 writes `rope_parameters` (theta and type together); 4.x checkpoints have
+        # top-level `rope_theta` and `rope_scaling`.
+        params = getattr(self, "rope_parameters", None) or {}
+        if not isinstance(params, dict):
+            raise ValueError(f"{name}.rope_parameters must be a mapping, got {params!r}")
+        if "rope_theta" in params:
+            self.rope_theta = params["rope_theta"]
+        scaling = self.rope_scaling or (params if params.get("rope_type", "default") != "default" else None)
+        if scaling is not None and not isinstance(scaling, dict):
+            raise ValueError(f"{name}.rope_scaling must be a mapping or null, got {scaling!r}")
+        rope_type = None if not scaling else scaling.get("rope_type", scaling.get("type"))
+        if rope_type not in (None, "default"):
+            raise ValueError(
+                f"{name}.rope_scaling type {rope_type!r} is not supported yet (only default rotary embeddings)"
+            )
+        if (
+            isinstance(self.rope_theta, bool)
+            or not isinstance(self.rope_theta, int | float)
+            or self.rope_theta <= 0
+        ):
+            raise ValueError(f"{name}.rope_theta must be a positive number, got {self.rope_theta!r}")
+        if self.pretraining_tp != 1:
+            raise ValueError(f"{name}.pretraining_tp={self.pretraining_tp!r} is not supported (only 1)")
+        for key in ("attention_bias", "mlp_bias", "tie_word_embeddings"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"{name}.{key} must be true or false, got {getattr(self, key)!r}")

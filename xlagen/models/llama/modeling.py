@@ -1,0 +1,235 @@
+"""Llama as a Keras model with TensorFlow numerics, plus the cached-decoding protocol.
+
+Rotary position embeddings on q and k (``rotate_half`` form, frequencies from ``rope_theta``),
+grouped-query attention with a static cache of ``num_key_value_heads`` rows per input (the query
+heads of a group attend to one copy: no repeated keys/values), RMSNorm computed in float32, SwiGLU
+MLP. Weights keep Hugging Face's state-dict names (``model.layers.0.self_attn.q_proj.weight`` ...).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from xlagen.modeling_utils import CausalLMOutput, TFPreTrainedModel
+from xlagen.models.activations import ACTIVATIONS
+from xlagen.models.layers import (
+    NEG_INF,
+    WeightLayer,
+    causal_allowed,
+    kv_cache,
+    linear,
+    shape_list,
+    split_heads,
+    update_cache,
+)
+from xlagen.models.llama.configuration import LlamaConfig
+
+
+class RMSNorm(WeightLayer):
+    """``x / sqrt(mean(x^2) + eps) * weight``, computed in float32 like Transformers."""
+
+    def __init__(self, prefix: str, dim: int, epsilon: float, **kw) -> None:
+        super().__init__(**kw)
+        self.epsilon = epsilon
+        self.weight = self.new_weight(f"{prefix}.weight", (dim,), "ones")
+        self.built = True
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        h = tf.cast(x, tf.float32)
+        h = h * tf.math.rsqrt(tf.reduce_mean(tf.square(h), axis=-1, keepdims=True) + self.epsilon)
+        return self.weight * tf.cast(h, x.dtype)
+
+
+def rotary_tables(position_ids: tf.Tensor, head_dim: int, theta: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """cos, sin [B, 1, T, head_dim] for integer positions [B, T] (Transformers' default rope)."""
+    inv_freq = 1.0 / (theta ** (tf.range(0, head_dim, 2, dtype=tf.float32) / head_dim))
+    freqs = tf.cast(position_ids, tf.float32)[..., None] * inv_freq  # [B, T, D/2]
+    emb = tf.concat([freqs, freqs], axis=-1)[:, None]
+    return tf.cos(emb), tf.sin(emb)
+
+
+def apply_rotary(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor) -> tf.Tensor:
+    """``x * cos + rotate_half(x) * sin`` on [B, H, T, D]."""
+    half = x.shape[-1] // 2
+    rotated = tf.concat([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos + rotated * sin
+
+
+def attend_grouped(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, allowed: tf.Tensor, scale: float) -> tf.Tensor:
+    """Grouped-query attention: q [B, H, T, D] against a cache's k/v [B * KVH, S, D].
+
+    The H / KVH query heads of a group become extra query positions of their key/value head, so
+    each cached key/value is read once. ``allowed`` [B, 1, T, S]. Returns [B, H, T, D]."""
+    b, h, t, d = shape_list(q)
+    s = shape_list(k)[-2]
+    kvh = k.shape[0] // b if isinstance(b, int) and k.shape[0] is not None else h
+    groups = h // kvh
+    folded = tf.reshape(q, [b * kvh, groups * t, d])
+    scores = tf.reshape(tf.matmul(folded, k, transpose_b=True) * scale, [b, kvh, groups, t, s])
+    scores = tf.where(allowed[:, :, None], scores, NEG_INF)
+    probs = tf.nn.softmax(scores, axis=-1)
+    out = tf.matmul(tf.reshape(probs, [b * kvh, groups * t, s]), v)
+    return tf.reshape(out, [b, h, t, d])
+
+
+class LlamaAttention(WeightLayer):
+    def __init__(self, config: LlamaConfig, prefix: str, **kw) -> None:
+        super().__init__(**kw)
+        c, d = config.hidden_size, config.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = (
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            d,
+        )
+        init = keras.initializers.RandomNormal(stddev=config.initializer_range)
+        bias = config.attention_bias
+        self.proj = {}
+        for name, rows in (
+            ("q_proj", self.num_heads * d),
+            ("k_proj", self.num_kv_heads * d),
+            ("v_proj", self.num_kv_heads * d),
+        ):
+            w = self.new_weight(f"{prefix}.{name}.weight", (rows, c), init)
+            self.proj[name] = (w, self.new_weight(f"{prefix}.{name}.bias", (rows,)) if bias else None)
+        o = self.new_weight(f"{prefix}.o_proj.weight", (c, self.num_heads * d), init)
+        self.proj["o_proj"] = (o, self.new_weight(f"{prefix}.o_proj.bias", (c,)) if bias else None)
+        self.scaling = d**-0.5
+        self.built = True
+
+    def call(self, x, allowed, rotary, cache=None, cache_index=None):
+        q = split_heads(linear(x, *self.proj["q_proj"]), self.num_heads)
+        k = split_heads(linear(x, *self.proj["k_proj"]), self.num_kv_heads)
+        v = split_heads(linear(x, *self.proj["v_proj"]), self.num_kv_heads)
+        q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        if cache is None:  # full forward: the keys/values as a [B * KVH, T, D] "cache"
+            b, _, t, _ = shape_list(k)
+            k_all, v_all = (tf.reshape(z, [-1, t, self.head_dim]) for z in (k, v))
+        else:
+            k_all = update_cache(cache[0], k, cache_index)
+            v_all = update_cache(cache[1], v, cache_index)
+            cache = (k_all, v_all)
+        out = attend_grouped(q, k_all, v_all, allowed, self.scaling)
+        b, h, t, d = shape_list(out)
+        out = tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [b, t, h * d])
+        return linear(out, *self.proj["o_proj"]), cache
+
+
+class LlamaDecoderLayer(WeightLayer):
+    """Pre-norm self-attention and SwiGLU MLP, each a residual branch."""
+
+    def __init__(self, config: LlamaConfig, prefix: str, **kw) -> None:
+        super().__init__(**kw)
+        c, f = config.hidden_size, config.intermediate_size
+        init = keras.initializers.RandomNormal(stddev=config.initializer_range)
+        self.self_attn = LlamaAttention(config, f"{prefix}.self_attn")
+        self.input_layernorm = RMSNorm(f"{prefix}.input_layernorm", c, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(f"{prefix}.post_attention_layernorm", c, config.rms_norm_eps)
+        bias = config.mlp_bias
+        self.mlp = {}
+        for name, shape in (("gate_proj", (f, c)), ("up_proj", (f, c)), ("down_proj", (c, f))):
+            w = self.new_weight(f"{prefix}.mlp.{name}.weight", shape, init)
+            self.mlp[name] = (w, self.new_weight(f"{prefix}.mlp.{name}.bias", (shape[0],)) if bias else None)
+        self.act = ACTIVATIONS[config.hidden_act]
+        self.built = True
+
+    def call(self, x, allowed, rotary, cache=None, cache_index=None):
+        h, cache = self.self_attn(
+            self.input_layernorm(x), allowed, rotary, cache=cache, cache_index=cache_index
+        )
+        x = x + h
+        h = self.post_attention_layernorm(x)
+        h = self.act(linear(h, *self.mlp["gate_proj"])) * linear(h, *self.mlp["up_proj"])
+        return x + linear(h, *self.mlp["down_proj"]), cache
+
+
+class TFLlamaForCausalLM(TFPreTrainedModel):
+    """Llama with a language-modelling head (tied to the token embedding when the config ties it)."""
+
+    config_class = LlamaConfig
+
+    def __init__(self, config: LlamaConfig, **kw) -> None:
+        super().__init__(config, **kw)
+        c = config.hidden_size
+        init = keras.initializers.RandomNormal(stddev=config.initializer_range)
+        self.embeddings = WeightLayer(name="embeddings")
+        self.embed_tokens = self.embeddings.new_weight(
+            "model.embed_tokens.weight", (config.vocab_size, c), init
+        )
+        self.embeddings.built = True
+        self.decoder_layers = [
+            LlamaDecoderLayer(config, f"model.layers.{i}", name=f"layers_{i}")
+            for i in range(config.num_hidden_layers)
+        ]
+        self.norm = RMSNorm("model.norm", c, config.rms_norm_eps, name="norm")
+        if config.tie_word_embeddings:
+            self.lm_head_weight = self.embed_tokens
+        else:
+            self.lm_head = WeightLayer(name="lm_head")
+            self.lm_head_weight = self.lm_head.new_weight("lm_head.weight", (config.vocab_size, c), init)
+            self.lm_head.built = True
+        self.built = True
+
+    def _run(self, input_ids, position_ids, allowed, cache=None, cache_index=None):
+        ids = tf.clip_by_value(tf.cast(input_ids, tf.int32), 0, self.config.vocab_size - 1)
+        h = tf.gather(self.embed_tokens, ids)
+        rotary = rotary_tables(position_ids, self.config.head_dim, float(self.config.rope_theta))
+        new_cache = []
+        for i, layer in enumerate(self.decoder_layers):
+            h, layer_cache = layer(
+                h, allowed, rotary, cache=None if cache is None else cache[i], cache_index=cache_index
+            )
+            new_cache.append(layer_cache)
+        return h, tuple(new_cache)
+
+    def _logits(self, h):
+        return linear(self.norm(h), self.lm_head_weight)
+
+    def call(
+        self, input_ids, attention_mask=None, position_ids=None, labels=None, training=False
+    ) -> CausalLMOutput:
+        """Logits for every position, like Transformers' ``LlamaForCausalLM(...)``: without
+        ``position_ids`` the positions are 0..T-1, as there (pass them for left-padded batches)."""
+        inputs = self._unpack_inputs(
+            input_ids,
+            attention_mask,
+            position_ids,
+            labels,
+            names=("attention_mask", "position_ids", "labels"),
+        )
+        input_ids = inputs["input_ids"]
+        b, t = shape_list(input_ids)
+        mask = inputs.get("attention_mask")
+        if mask is None:
+            mask = tf.ones([b, t], tf.int32)
+        pos = inputs.get("position_ids")
+        if pos is None:
+            pos = tf.broadcast_to(tf.range(t)[None], [b, t])
+        h, _ = self._run(input_ids, pos, causal_allowed(mask, 0, t))
+        logits = self._logits(h)
+        out = CausalLMOutput(logits=logits)
+        if inputs.get("labels") is not None:
+            out["loss"] = self.causal_lm_loss(logits, inputs["labels"])
+        return out
+
+    # -- cached decoding protocol (used by xlagen.generation) -----------------------------------
+    def init_cache(self, batch_size: int, max_length: int):
+        """Zeroed key/value cache: one (k, v) pair of [batch * kv_heads, max_length, head_dim] per layer."""
+        c = self.config
+        return tuple(
+            kv_cache(batch_size, c.num_key_value_heads, max_length, c.head_dim)
+            for _ in range(c.num_hidden_layers)
+        )
+
+    def forward_cached(self, input_ids, position_ids, attention_mask, cache, cache_index, last_only=True):
+        """Run ``input_ids`` [B, T] at cache slots ``cache_index``.. and return (logits, new cache)."""
+        t = shape_list(input_ids)[1]
+        allowed = causal_allowed(attention_mask, cache_index, t)
+        h, new_cache = self._run(input_ids, position_ids, allowed, cache, cache_index)
+        if last_only:
+            h = h[:, -1:, :]
+        return self._logits(h), new_cache
+
+    @property
+    def max_positions(self) -> int:
+        return self.config.max_position_embeddings
