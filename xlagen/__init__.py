@@ -27,8 +27,18 @@ from xlagen.generation import Buckets, GenerationConfig  # noqa: E402
 from xlagen.models.auto import AutoConfig, TFAutoModelForCausalLM, TFAutoModelForSeq2SeqLM  # noqa: E402
 from xlagen.models.gpt2.configuration import GPT2Config  # noqa: E402
 from xlagen.models.gpt2.modeling import TFGPT2LMHeadModel  # noqa: E402
-from xlagen.models.llama.configuration import LlamaConfig  # noqa: E402
-from xlagen.models.llama.modeling import TFLlamaForCausalLM  # noqa: E402
+from xlagen.models.llama.configuration import (  # noqa: E402
+    LlamaConfig,
+    MistralConfig,
+    Qwen2Config,
+    Qwen3Config,
+)
+from xlagen.models.llama.modeling import (  # noqa: E402
+    TFLlamaForCausalLM,
+    TFMistralForCausalLM,
+    TFQwen2ForCausalLM,
+    TFQwen3ForCausalLM,
+)
 from xlagen.models.opt.configuration import OPTConfig  # noqa: E402
 from xlagen.models.opt.modeling import TFOPTForCausalLM  # noqa: E402
 from xlagen.models.t5.configuration import T5Config  # noqa: E402
@@ -77,6 +87,9 @@ __all__ = [
     "GPT2Config",
     "GenerationConfig",
     "LlamaConfig",
+    "MistralConfig",
+    "Qwen2Config",
+    "Qwen3Config",
     "OPTConfig",
     "PreTrainedTokenizerFast",
     "PretrainedConfig",
@@ -85,6 +98,9 @@ __all__ = [
     "TFAutoModelForSeq2SeqLM",
     "TFGPT2LMHeadModel",
     "TFLlamaForCausalLM",
+    "TFMistralForCausalLM",
+    "TFQwen2ForCausalLM",
+    "TFQwen3ForCausalLM",
     "TFOPTForCausalLM",
     "TFT5ForConditionalGeneration",
     "TFWhisperForConditionalGeneration",

@@ -128,3 +128,21 @@ def test_bad_arguments(lively_gpt2):
         engine.insert([SlotRequest(5, [1, 2], {})])
     with pytest.raises(ValueError, match="unknown slot options"):
         engine.insert([SlotRequest(0, [1, 2], {"temprature": 1.0})])
+
+
+def test_llama_family_with_sliding_window_in_slots_matches_generate(tmp_path):
+    from tests.models.test_llama import write_llama
+
+    write_llama(
+        tmp_path, seed=5, family="mistral", num_key_value_heads=2, sliding_window=4, initializer_range=0.5
+    )
+    model = xlagen.TFAutoModelForCausalLM.from_pretrained(tmp_path)
+    engine = SlotEngine(model, slots=2, max_length=40, steps_per_call=2, prompt_buckets=(8, 16))
+    rng = np.random.default_rng(3)
+    jobs = [(rng.integers(3, 128, n).tolist(), {"max_new_tokens": 9}) for n in (6, 13, 3)]
+    for (prompt, options), tokens in zip(jobs, drive(engine, jobs)):
+        want = reference(model, prompt, options)
+        eos = model.generation_config.eos_token_ids
+        if want and want[-1] in eos:
+            want = want[: want.index(want[-1]) + 1]
+        assert tokens[: len(want)] == want

@@ -35,26 +35,59 @@ VARIANTS = {
 }
 
 
-def write_llama(path, seed: int = 0, **overrides) -> transformers.LlamaForCausalLM:
-    """Save a random Llama (PyTorch) to ``path``; return the eval-mode torch model."""
-    config = transformers.LlamaConfig(**{**TINY_LLAMA, **overrides})
+# The family on the same core: sliding windows shorter than the prompts (14 tokens), per-layer types.
+FAMILY = {
+    "mistral_window4": ("mistral", {"num_key_value_heads": 2, "sliding_window": 4}),
+    "qwen2_window_layer1": (
+        "qwen2",
+        {"num_key_value_heads": 2, "use_sliding_window": True, "sliding_window": 5, "max_window_layers": 1},
+    ),
+    "qwen3_qk_norm": ("qwen3", {"num_key_value_heads": 1, "head_dim": 16, "tie_word_embeddings": True}),
+    "qwen3_window": (
+        "qwen3",
+        {"head_dim": 8, "use_sliding_window": True, "sliding_window": 3, "max_window_layers": 0},
+    ),
+}
+CLASSES = {
+    "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+    "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
+    "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+    "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM),
+}
+XLAGEN_CLASSES = {
+    "llama": "TFLlamaForCausalLM",
+    "mistral": "TFMistralForCausalLM",
+    "qwen2": "TFQwen2ForCausalLM",
+    "qwen3": "TFQwen3ForCausalLM",
+}
+
+
+def write_llama(path, seed: int = 0, family: str = "llama", **overrides):
+    """Save a random Llama-family model (PyTorch) to ``path``; return the eval-mode torch model."""
+    config_class, model_class = CLASSES[family]
+    config = config_class(**{**TINY_LLAMA, **overrides})
     torch.manual_seed(seed)
-    model = transformers.LlamaForCausalLM(config).eval()
+    model = model_class(config).eval()
     perturb_norms_and_biases(model, "norm")
     model.save_pretrained(path)
     return model
 
 
-@pytest.fixture(scope="module", params=list(VARIANTS), ids=list(VARIANTS))
+ALL = {**{k: ("llama", v) for k, v in VARIANTS.items()}, **FAMILY}
+
+
+@pytest.fixture(scope="module", params=list(ALL), ids=list(ALL))
 def llama(request, tmp_path_factory):
+    family, overrides = ALL[request.param]
     path = tmp_path_factory.mktemp(f"llama_{request.param}")
-    pt_model = write_llama(path, seed=len(request.param), **VARIANTS[request.param])
-    return pt_model, xlagen.TFAutoModelForCausalLM.from_pretrained(path)
+    pt_model = write_llama(path, seed=len(request.param), family=family, **overrides)
+    model = xlagen.TFAutoModelForCausalLM.from_pretrained(path)
+    assert type(model).__name__ == XLAGEN_CLASSES[family]
+    return pt_model, model
 
 
 def test_logits_match_on_left_padded_batch(llama):
     pt_model, model = llama
-    assert isinstance(model, xlagen.TFLlamaForCausalLM)
     ids, mask = left_padded_batch(np.random.default_rng(0), [3, 9, 14, 1], vocab=128, pad=PAD)
     positions = np.maximum(mask.cumsum(1) - 1, 0)
     with torch.no_grad():

@@ -10,8 +10,13 @@ from xlagen.loading.ctranslate2 import is_ctranslate2_dir
 from xlagen.loading.hub import resolve_pretrained_dir
 from xlagen.models.gpt2.configuration import GPT2Config
 from xlagen.models.gpt2.modeling import TFGPT2LMHeadModel
-from xlagen.models.llama.configuration import LlamaConfig
-from xlagen.models.llama.modeling import TFLlamaForCausalLM
+from xlagen.models.llama.configuration import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+from xlagen.models.llama.modeling import (
+    TFLlamaForCausalLM,
+    TFMistralForCausalLM,
+    TFQwen2ForCausalLM,
+    TFQwen3ForCausalLM,
+)
 from xlagen.models.opt.configuration import OPTConfig
 from xlagen.models.opt.modeling import TFOPTForCausalLM
 from xlagen.models.t5.configuration import T5Config
@@ -22,11 +27,21 @@ from xlagen.models.whisper.modeling import TFWhisperForConditionalGeneration
 CONFIG_MAPPING = {
     "gpt2": GPT2Config,
     "llama": LlamaConfig,
+    "mistral": MistralConfig,
+    "qwen2": Qwen2Config,
+    "qwen3": Qwen3Config,
     "opt": OPTConfig,
     "t5": T5Config,
     "whisper": WhisperConfig,
 }
-CAUSAL_LM_MAPPING = {"gpt2": TFGPT2LMHeadModel, "llama": TFLlamaForCausalLM, "opt": TFOPTForCausalLM}
+CAUSAL_LM_MAPPING = {
+    "gpt2": TFGPT2LMHeadModel,
+    "llama": TFLlamaForCausalLM,
+    "mistral": TFMistralForCausalLM,
+    "opt": TFOPTForCausalLM,
+    "qwen2": TFQwen2ForCausalLM,
+    "qwen3": TFQwen3ForCausalLM,
+}
 SEQ2SEQ_LM_MAPPING: dict[str, type] = {
     "t5": TFT5ForConditionalGeneration,
     "whisper": TFWhisperForConditionalGeneration,

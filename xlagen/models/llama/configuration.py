@@ -98,5 +98,68 @@ class LlamaConfig(PretrainedConfig):
         if self.pretraining_tp != 1:
             raise ValueError(f"{name}.pretraining_tp={self.pretraining_tp!r} is not supported (only 1)")
         for key in ("attention_bias", "mlp_bias", "tie_word_embeddings"):
+            if getattr(self, key) is None:
+                setattr(self, key, False)
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"{name}.{key} must be true or false, got {getattr(self, key)!r}")
+        self.layer_windows()  # checks layer_types / sliding_window
+
+    def layer_windows(self) -> list[int | None]:
+        """Each layer's sliding attention window (None: full attention), from ``layer_types`` when
+        the config has them (Transformers 5), else from the family's older keys."""
+        n, name = self.num_hidden_layers, type(self).__name__
+        window = getattr(self, "sliding_window", None)
+        types = getattr(self, "layer_types", None)
+        if types is None:
+            if self.model_type == "mistral":
+                types = ["sliding_attention" if window else "full_attention"] * n
+            elif self.model_type in ("qwen2", "qwen3"):
+                first = getattr(self, "max_window_layers", n)
+                on = bool(getattr(self, "use_sliding_window", False))
+                types = ["sliding_attention" if on and i >= first else "full_attention" for i in range(n)]
+            else:
+                types = ["full_attention"] * n
+        if len(types) != n or any(t not in ("full_attention", "sliding_attention") for t in types):
+            raise ValueError(
+                f"{name}.layer_types must list 'full_attention' / 'sliding_attention' for each of the "
+                f"{n} layers, got {types!r}"
+            )
+        if "sliding_attention" in types and (
+            not isinstance(window, int) or isinstance(window, bool) or window <= 0
+        ):
+            raise ValueError(
+                f"{name}.sliding_window must be a positive integer for sliding layers, got {window!r}"
+            )
+        return [window if t == "sliding_attention" else None for t in types]
+
+
+class MistralConfig(LlamaConfig):
+    """Mistral: Llama with a sliding attention window on every layer (``sliding_window``, null: none)."""
+
+    model_type: ClassVar[str] = "mistral"
+    defaults: ClassVar[dict[str, Any]] = {
+        **LlamaConfig.defaults,
+        "sliding_window": 4096,
+        "rope_theta": 10000.0,
+    }
+
+
+class Qwen2Config(LlamaConfig):
+    """Qwen2: Llama with q/k/v biases; sliding windows per layer (``layer_types``, or
+    ``use_sliding_window`` from layer ``max_window_layers`` on)."""
+
+    model_type: ClassVar[str] = "qwen2"
+    defaults: ClassVar[dict[str, Any]] = {
+        **LlamaConfig.defaults,
+        "use_sliding_window": False,
+        "sliding_window": 4096,
+        "max_window_layers": 28,
+        "layer_types": None,
+    }
+
+
+class Qwen3Config(Qwen2Config):
+    """Qwen3: Qwen2's windows, RMSNorm on each head's queries and keys, biases per ``attention_bias``."""
+
+    model_type: ClassVar[str] = "qwen3"
+    defaults: ClassVar[dict[str, Any]] = {**Qwen2Config.defaults, "head_dim": 128}

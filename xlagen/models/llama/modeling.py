@@ -19,11 +19,12 @@ from xlagen.models.layers import (
     causal_allowed,
     kv_cache,
     linear,
+    query_slots,
     shape_list,
     split_heads,
     update_cache,
 )
-from xlagen.models.llama.configuration import LlamaConfig
+from xlagen.models.llama.configuration import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
 
 class RMSNorm(WeightLayer):
@@ -83,7 +84,8 @@ class LlamaAttention(WeightLayer):
             d,
         )
         init = keras.initializers.RandomNormal(stddev=config.initializer_range)
-        bias = config.attention_bias
+        qwen2 = config.model_type == "qwen2"  # q/k/v always biased, o never
+        qkv_bias, o_bias = config.attention_bias or qwen2, config.attention_bias and not qwen2
         self.proj = {}
         for name, rows in (
             ("q_proj", self.num_heads * d),
@@ -91,9 +93,14 @@ class LlamaAttention(WeightLayer):
             ("v_proj", self.num_kv_heads * d),
         ):
             w = self.new_weight(f"{prefix}.{name}.weight", (rows, c), init)
-            self.proj[name] = (w, self.new_weight(f"{prefix}.{name}.bias", (rows,)) if bias else None)
+            self.proj[name] = (w, self.new_weight(f"{prefix}.{name}.bias", (rows,)) if qkv_bias else None)
         o = self.new_weight(f"{prefix}.o_proj.weight", (c, self.num_heads * d), init)
-        self.proj["o_proj"] = (o, self.new_weight(f"{prefix}.o_proj.bias", (c,)) if bias else None)
+        self.proj["o_proj"] = (o, self.new_weight(f"{prefix}.o_proj.bias", (c,)) if o_bias else None)
+        if config.model_type == "qwen3":  # per-head RMSNorm of queries and keys, before the rotation
+            self.q_norm = RMSNorm(f"{prefix}.q_norm", d, config.rms_norm_eps)
+            self.k_norm = RMSNorm(f"{prefix}.k_norm", d, config.rms_norm_eps)
+        else:
+            self.q_norm = self.k_norm = None
         self.scaling = d**-0.5
         self.built = True
 
@@ -101,6 +108,8 @@ class LlamaAttention(WeightLayer):
         q = split_heads(linear(x, *self.proj["q_proj"]), self.num_heads)
         k = split_heads(linear(x, *self.proj["k_proj"]), self.num_kv_heads)
         v = split_heads(linear(x, *self.proj["v_proj"]), self.num_kv_heads)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         if cache is None:  # full forward: the keys/values as a [B * KVH, T, D] "cache"
             b, _, t, _ = shape_list(k)
@@ -162,6 +171,7 @@ class TFLlamaForCausalLM(TFPreTrainedModel):
             for i in range(config.num_hidden_layers)
         ]
         self.norm = RMSNorm("model.norm", c, config.rms_norm_eps, name="norm")
+        self._windows = config.layer_windows()
         if config.tie_word_embeddings:
             self.lm_head_weight = self.embed_tokens
         else:
@@ -171,13 +181,26 @@ class TFLlamaForCausalLM(TFPreTrainedModel):
         self.built = True
 
     def _run(self, input_ids, position_ids, allowed, cache=None, cache_index=None):
+        """``allowed`` [B, 1, T, S]: causal + padding; sliding layers also drop keys more than their
+        window of cache slots behind the query (slots, as Transformers counts, padding included)."""
         ids = tf.clip_by_value(tf.cast(input_ids, tf.int32), 0, self.config.vocab_size - 1)
         h = tf.gather(self.embed_tokens, ids)
         rotary = rotary_tables(position_ids, self.config.head_dim, float(self.config.rope_theta))
+        masks = {None: allowed}
+        for window in sorted(set(self._windows) - {None}):
+            t, s = shape_list(allowed)[2], shape_list(allowed)[3]
+            q_slots = query_slots(0 if cache_index is None else cache_index, t)  # [T] or [B, T]
+            near = tf.range(s) > q_slots[..., None] - window
+            near = near[None, None] if near.shape.rank == 2 else near[:, None]
+            masks[window] = tf.logical_and(allowed, near)
         new_cache = []
         for i, layer in enumerate(self.decoder_layers):
             h, layer_cache = layer(
-                h, allowed, rotary, cache=None if cache is None else cache[i], cache_index=cache_index
+                h,
+                masks[self._windows[i]],
+                rotary,
+                cache=None if cache is None else cache[i],
+                cache_index=cache_index,
             )
             new_cache.append(layer_cache)
         return h, tuple(new_cache)
@@ -233,3 +256,21 @@ class TFLlamaForCausalLM(TFPreTrainedModel):
     @property
     def max_positions(self) -> int:
         return self.config.max_position_embeddings
+
+
+class TFMistralForCausalLM(TFLlamaForCausalLM):
+    """Mistral: the Llama core with a sliding window on every layer."""
+
+    config_class = MistralConfig
+
+
+class TFQwen2ForCausalLM(TFLlamaForCausalLM):
+    """Qwen2: the Llama core with q/k/v biases and per-layer sliding windows."""
+
+    config_class = Qwen2Config
+
+
+class TFQwen3ForCausalLM(TFLlamaForCausalLM):
+    """Qwen3: the Llama core with per-head query/key RMSNorm and per-layer sliding windows."""
+
+    config_class = Qwen3Config
