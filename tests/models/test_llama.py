@@ -32,6 +32,18 @@ VARIANTS = {
     "gqa2_tied": {"num_key_value_heads": 2, "tie_word_embeddings": True},
     "mqa_head_dim": {"num_key_value_heads": 1, "head_dim": 16, "rope_theta": 500000.0},
     "biases": {"attention_bias": True, "mlp_bias": True, "num_key_value_heads": 2},
+    "rope_linear": {"rope_scaling": {"rope_type": "linear", "factor": 4.0}},
+    "rope_llama3": {
+        "head_dim": 32,
+        "rope_theta": 500000.0,
+        "rope_scaling": {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 16,
+        },
+    },
 }
 
 
@@ -132,9 +144,9 @@ def test_unsupported_options_are_refused_by_name(tmp_path):
         xlagen.LlamaConfig(**TINY_LLAMA, rope_scaling={"rope_type": "yarn", "factor": 2.0})
     # Transformers 5's layout: rope_parameters
     transformers.LlamaConfig(
-        **TINY_LLAMA, rope_scaling={"rope_type": "linear", "factor": 2.0}
+        **TINY_LLAMA, rope_scaling={"rope_type": "dynamic", "factor": 2.0}
     ).save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="'linear' is not supported"):
+    with pytest.raises(ValueError, match="'dynamic' is not supported"):
         xlagen.AutoConfig.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="num_key_value_heads"):
         xlagen.LlamaConfig(**{**TINY_LLAMA, "num_key_value_heads": 3})

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
+
+import numpy as np
 
 from xlagen.configuration_utils import PretrainedConfig
 from xlagen.models.activations import ACTIVATIONS
+
+_LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 
 
 class LlamaConfig(PretrainedConfig):
@@ -13,7 +18,7 @@ class LlamaConfig(PretrainedConfig):
 
     Supported so far: default rotary embeddings (``rope_theta``), grouped-query attention
     (``num_key_value_heads``), explicit ``head_dim``, ``attention_bias``, ``mlp_bias``, tied or
-    untied embeddings. ``rope_scaling`` types are refused until implemented.
+    untied embeddings, ``rope_scaling`` types ``linear`` and ``llama3`` (others are refused).
     """
 
     model_type: ClassVar[str] = "llama"
@@ -85,9 +90,21 @@ class LlamaConfig(PretrainedConfig):
         if scaling is not None and not isinstance(scaling, dict):
             raise ValueError(f"{name}.rope_scaling must be a mapping or null, got {scaling!r}")
         rope_type = None if not scaling else scaling.get("rope_type", scaling.get("type"))
-        if rope_type not in (None, "default"):
+        self._rope = dict(scaling or {}, rope_type=rope_type or "default")
+        if rope_type in ("linear", "llama3"):
+            need = ("factor",) if rope_type == "linear" else _LLAMA3_KEYS
+            missing = [
+                k
+                for k in need
+                if not isinstance(scaling.get(k), int | float) or isinstance(scaling.get(k), bool)
+            ]
+            if missing:
+                raise ValueError(
+                    f"{name}.rope_scaling ({rope_type}) needs numbers for {missing}, got {scaling!r}"
+                )
+        elif rope_type not in (None, "default"):
             raise ValueError(
-                f"{name}.rope_scaling type {rope_type!r} is not supported yet (only default rotary embeddings)"
+                f"{name}.rope_scaling type {rope_type!r} is not supported yet (default, linear, llama3 are)"
             )
         if (
             isinstance(self.rope_theta, bool)
@@ -103,6 +120,29 @@ class LlamaConfig(PretrainedConfig):
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"{name}.{key} must be true or false, got {getattr(self, key)!r}")
         self.layer_windows()  # checks layer_types / sliding_window
+
+    def rope_inv_freq(self) -> np.ndarray:
+        """The rotary frequencies [head_dim / 2], float32 as Transformers computes them (default,
+        ``linear``: divided by the factor, ``llama3``: long wavelengths divided, a smooth blend between)."""
+        d = self.head_dim
+        inv = (
+            1.0 / (np.float32(self.rope_theta) ** (np.arange(0, d, 2, dtype=np.float32) / np.float32(d)))
+        ).astype(np.float32)
+        rope = getattr(self, "_rope", None) or {"rope_type": "default"}
+        if rope["rope_type"] == "linear":
+            return (inv / np.float32(rope["factor"])).astype(np.float32)
+        if rope["rope_type"] == "llama3":
+            factor, low, high = (
+                np.float32(rope[k]) for k in ("factor", "low_freq_factor", "high_freq_factor")
+            )
+            old = np.float32(rope["original_max_position_embeddings"])
+            wavelen = np.float32(2 * math.pi) / inv
+            scaled = np.where(wavelen > old / low, inv / factor, inv)
+            smooth = (old / wavelen - low) / (high - low)
+            smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+            medium = ~(wavelen < old / high) & ~(wavelen > old / low)
+            return np.where(medium, smoothed, scaled).astype(np.float32)
+        return inv
 
     def layer_windows(self) -> list[int | None]:
         """Each layer's sliding attention window (None: full attention), from ``layer_types`` when

@@ -42,9 +42,9 @@ class RMSNorm(WeightLayer):
         return self.weight * tf.cast(h, x.dtype)
 
 
-def rotary_tables(position_ids: tf.Tensor, head_dim: int, theta: float) -> tuple[tf.Tensor, tf.Tensor]:
-    """cos, sin [B, 1, T, head_dim] for integer positions [B, T] (Transformers' default rope)."""
-    inv_freq = 1.0 / (theta ** (tf.range(0, head_dim, 2, dtype=tf.float32) / head_dim))
+def rotary_tables(position_ids: tf.Tensor, inv_freq) -> tuple[tf.Tensor, tf.Tensor]:
+    """cos, sin [B, 1, T, head_dim] for integer positions [B, T] and frequencies [head_dim / 2]."""
+    inv_freq = tf.constant(inv_freq, tf.float32)
     freqs = tf.cast(position_ids, tf.float32)[..., None] * inv_freq  # [B, T, D/2]
     emb = tf.concat([freqs, freqs], axis=-1)[:, None]
     return tf.cos(emb), tf.sin(emb)
@@ -172,6 +172,7 @@ class TFLlamaForCausalLM(TFPreTrainedModel):
         ]
         self.norm = RMSNorm("model.norm", c, config.rms_norm_eps, name="norm")
         self._windows = config.layer_windows()
+        self._inv_freq = config.rope_inv_freq()
         if config.tie_word_embeddings:
             self.lm_head_weight = self.embed_tokens
         else:
@@ -185,7 +186,7 @@ class TFLlamaForCausalLM(TFPreTrainedModel):
         window of cache slots behind the query (slots, as Transformers counts, padding included)."""
         ids = tf.clip_by_value(tf.cast(input_ids, tf.int32), 0, self.config.vocab_size - 1)
         h = tf.gather(self.embed_tokens, ids)
-        rotary = rotary_tables(position_ids, self.config.head_dim, float(self.config.rope_theta))
+        rotary = rotary_tables(position_ids, self._inv_freq)
         masks = {None: allowed}
         for window in sorted(set(self._windows) - {None}):
             t, s = shape_list(allowed)[2], shape_list(allowed)[3]
