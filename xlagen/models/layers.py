@@ -207,6 +207,22 @@ class LayerNorm(WeightLayer):
         return y
 
 
+class RMSNorm(WeightLayer):
+    """RMS normalisation: ``x / sqrt(mean(x^2) + eps) * weight``, no mean, no bias (T5's layer norm,
+    Llama's RMSNorm); computed in float32 like Transformers."""
+
+    def __init__(self, prefix: str, dim: int, epsilon: float, **kw) -> None:
+        super().__init__(**kw)
+        self.epsilon = epsilon
+        self.weight = self.new_weight(f"{prefix}.weight", (dim,), "ones")
+        self.built = True
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        h = tf.cast(x, tf.float32)
+        h = h * tf.math.rsqrt(tf.reduce_mean(tf.square(h), axis=-1, keepdims=True) + self.epsilon)
+        return self.weight * tf.cast(h, x.dtype)
+
+
 def split_heads(x: tf.Tensor, num_heads: int) -> tf.Tensor:
     """[B, T, H*D] -> [B, H, T, D]."""
     b, t, c = shape_list(x)

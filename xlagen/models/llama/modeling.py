@@ -15,6 +15,7 @@ from xlagen.modeling_utils import CausalLMOutput, TFPreTrainedModel
 from xlagen.models.activations import ACTIVATIONS
 from xlagen.models.layers import (
     NEG_INF,
+    RMSNorm,
     WeightLayer,
     causal_allowed,
     kv_cache,
@@ -25,21 +26,6 @@ from xlagen.models.layers import (
     update_cache,
 )
 from xlagen.models.llama.configuration import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
-
-
-class RMSNorm(WeightLayer):
-    """``x / sqrt(mean(x^2) + eps) * weight``, computed in float32 like Transformers."""
-
-    def __init__(self, prefix: str, dim: int, epsilon: float, **kw) -> None:
-        super().__init__(**kw)
-        self.epsilon = epsilon
-        self.weight = self.new_weight(f"{prefix}.weight", (dim,), "ones")
-        self.built = True
-
-    def call(self, x: tf.Tensor) -> tf.Tensor:
-        h = tf.cast(x, tf.float32)
-        h = h * tf.math.rsqrt(tf.reduce_mean(tf.square(h), axis=-1, keepdims=True) + self.epsilon)
-        return self.weight * tf.cast(h, x.dtype)
 
 
 def rotary_tables(position_ids: tf.Tensor, inv_freq) -> tuple[tf.Tensor, tf.Tensor]:

@@ -30,6 +30,7 @@ from xlagen.loading.checkpoint import AliasedTensors
 from xlagen.modeling_utils import Seq2SeqLMOutput, TFPreTrainedModel, seq2seq_lm_loss
 from xlagen.models.activations import ACTIVATIONS
 from xlagen.models.layers import (
+    RMSNorm,
     WeightLayer,
     attend,
     causal_allowed,
@@ -77,18 +78,7 @@ def relative_position_bucket(
     return tf.gather(table, tf.minimum(tf.maximum(-relative, 0), max_distance))
 
 
-class T5LayerNorm(WeightLayer):
-    """T5's RMS norm: scale only, no mean subtraction and no bias (weight ``.weight``)."""
-
-    def __init__(self, prefix: str, dim: int, epsilon: float, **kw) -> None:
-        super().__init__(**kw)
-        self.epsilon = epsilon
-        self.weight = self.new_weight(f"{prefix}.weight", (dim,), "ones")
-        self.built = True
-
-    def call(self, x: tf.Tensor) -> tf.Tensor:
-        variance = tf.reduce_mean(tf.square(x), axis=-1, keepdims=True)
-        return self.weight * (x * tf.math.rsqrt(variance + self.epsilon))
+T5LayerNorm = RMSNorm  # T5's layer norm is an RMS norm (scale only)
 
 
 class T5Attention(WeightLayer):
