@@ -14,12 +14,13 @@ import tensorflow as tf
 from xlagen.modeling_utils import CausalLMOutput, TFPreTrainedModel
 from xlagen.models.activations import ACTIVATIONS
 from xlagen.models.layers import (
-    NEG_INF,
     RMSNorm,
     WeightLayer,
+    attend,
     causal_allowed,
     kv_cache,
     linear,
+    merge_heads,
     query_slots,
     shape_list,
     split_heads,
@@ -43,21 +44,18 @@ def apply_rotary(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor) -> tf.Tensor:
     return x * cos + rotated * sin
 
 
-def attend_grouped(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, allowed: tf.Tensor, scale: float) -> tf.Tensor:
-    """Grouped-query attention: q [B, H, T, D] against a cache's k/v [B * KVH, S, D].
+def attend_grouped(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, allowed: tf.Tensor, scale: float, kv_heads: int):
+    """Grouped-query attention: q [B, H, T, D] against a cache's k/v [B * kv_heads, S, D].
 
-    The H / KVH query heads of a group become extra query positions of their key/value head, so
-    each cached key/value is read once. ``allowed`` [B, 1, T, S]. Returns [B, H, T, D]."""
+    The H / kv_heads query heads of a group become extra query positions of their key/value head
+    (``layers.attend`` on [B, kv_heads, G * T, D]), so each cached key/value is read once.
+    ``allowed`` [B, 1, T, S]. Returns [B, H, T, D]."""
     b, h, t, d = shape_list(q)
-    s = shape_list(k)[-2]
-    kvh = k.shape[0] // b if isinstance(b, int) and k.shape[0] is not None else h
-    groups = h // kvh
-    folded = tf.reshape(q, [b * kvh, groups * t, d])
-    scores = tf.reshape(tf.matmul(folded, k, transpose_b=True) * scale, [b, kvh, groups, t, s])
-    scores = tf.where(allowed[:, :, None], scores, NEG_INF)
-    probs = tf.nn.softmax(scores, axis=-1)
-    out = tf.matmul(tf.reshape(probs, [b * kvh, groups * t, s]), v)
-    return tf.reshape(out, [b, h, t, d])
+    groups = h // kv_heads
+    if groups > 1:
+        q = tf.reshape(q, [b, kv_heads, groups * t, d])
+        allowed = tf.tile(allowed, [1, 1, groups, 1])
+    return tf.reshape(attend(q, k, v, allowed, scale), [b, h, t, d])
 
 
 class LlamaAttention(WeightLayer):
@@ -104,9 +102,7 @@ class LlamaAttention(WeightLayer):
             k_all = update_cache(cache[0], k, cache_index)
             v_all = update_cache(cache[1], v, cache_index)
             cache = (k_all, v_all)
-        out = attend_grouped(q, k_all, v_all, allowed, self.scaling)
-        b, h, t, d = shape_list(out)
-        out = tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [b, t, h * d])
+        out = merge_heads(attend_grouped(q, k_all, v_all, allowed, self.scaling, self.num_kv_heads))
         return linear(out, *self.proj["o_proj"]), cache
 
 
