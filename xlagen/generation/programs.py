@@ -92,34 +92,29 @@ class _StoredFunction:
         from tensorflow.python.eager import context, execute
 
         self._ctx, self._execute = context.context(), execute.execute
-        self.name, self.input_spec, self.captures, self.outputs, self.n_out = (
-            name,
-            input_spec,
-            captures,
-            outputs,
-            n_out,
-        )
-        self._tensor_leaves = [isinstance(s, tf.TensorSpec) for s in tf.nest.flatten(input_spec)]
+        self.name, self.outputs, self.n_out = name, outputs, n_out
+        # Per flattened argument: its dtype when it is a tensor input (None: a traced-in Python value).
+        self._arg_dtypes = [
+            s.dtype if isinstance(s, tf.TensorSpec) else None for s in tf.nest.flatten(input_spec)
+        ]
+        self._captures = [c.handle if hasattr(c, "handle") else c for c in captures]
 
     def __call__(self, *args: Any) -> Any:
         leaves = tf.nest.flatten((args, {}))
         flat = [
-            tf.convert_to_tensor(v, dtype=spec.dtype)
-            for v, spec, is_tensor in zip(
-                leaves, tf.nest.flatten(self.input_spec), self._tensor_leaves, strict=True
-            )
-            if is_tensor
+            tf.convert_to_tensor(v, dtype=dtype)
+            for v, dtype in zip(leaves, self._arg_dtypes, strict=True)
+            if dtype is not None
         ]
-        captures = [c.handle if hasattr(c, "handle") else c for c in self.captures]
-        out = self._execute(self.name, self.n_out, flat + captures, (), self._ctx)
+        out = self._execute(self.name, self.n_out, flat + self._captures, (), self._ctx)
         return tf.nest.map_structure(
             lambda leaf: out[leaf.index] if isinstance(leaf, _Out) else leaf, self.outputs
         )
 
 
-def _rename_functions(fdefs: list[Any], prefix: str) -> str:
+def _rename_functions(fdefs: list[Any], prefix: str) -> None:
     """Give every function of the library a name unique to this store entry (a later trace in the
-    loading process must not collide with it); returns nothing, renames in place."""
+    loading process must not collide with it), in place."""
     names = {f.signature.name for f in fdefs}
 
     def fix(attr: Any) -> None:
@@ -138,7 +133,6 @@ def _rename_functions(fdefs: list[Any], prefix: str) -> str:
                 fix(attr)
         for attr in fdef.attr.values():
             fix(attr)
-    return prefix
 
 
 class Program:
@@ -172,9 +166,6 @@ class Program:
         self.cache.compilations += 1
         self.cache.keys.append(self.key)
         return out
-
-    def get_concrete_function(self, *args: Any) -> Any:
-        return self.function.get_concrete_function(*args)
 
     # -- the trace store ----------------------------------------------------------------------------
     def _store_path(self, sig: Any) -> Path | None:
