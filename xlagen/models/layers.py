@@ -247,6 +247,11 @@ def kv_cache(batch: int, heads: int, length: int, head_dim: int) -> tuple[tf.Ten
     return tf.zeros(shape), tf.zeros(shape)
 
 
+def kv_caches(num_layers: int, batch: int, heads: int, length: int, head_dim: int) -> tuple:
+    """A decoder-only model's cache: one zeroed ``kv_cache`` (keys, values) pair per layer."""
+    return tuple(kv_cache(batch, heads, length, head_dim) for _ in range(num_layers))
+
+
 def update_cache(cache: tf.Tensor, new: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
     """Write ``new`` [B, H, T, D] into the static ``cache`` [B * H, L, D] at slot ``index``.
 

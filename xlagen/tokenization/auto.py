@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
 from xlagen.tokenization.fast import PreTrainedTokenizerFast
-
-logger = logging.getLogger(__name__)
 
 
 class AutoTokenizer:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -10,8 +9,6 @@ import numpy as np
 from tokenizers import Encoding
 
 from xlagen.tokenization.utils import _check_return_tensors
-
-logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------------
 # BatchEncoding

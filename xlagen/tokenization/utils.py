@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +13,6 @@ from tokenizers import AddedToken
 if TYPE_CHECKING:  # annotations only (fast imports this module)
     from xlagen.tokenization.fast import PreTrainedTokenizerFast
 
-logger = logging.getLogger(__name__)
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"

@@ -21,7 +21,7 @@ from xlagen.models.layers import (
     WeightLayer,
     attend,
     causal_allowed,
-    kv_cache,
+    kv_caches,
     linear,
     merge_heads,
     shape_list,
@@ -162,9 +162,7 @@ class TFGPT2LMHeadModel(TFPreTrainedModel):
     def init_cache(self, batch_size: int, max_length: int):
         """Zeroed key/value cache: one (k, v) pair of [batch * heads, max_length, head_dim] per layer."""
         c = self.config
-        return tuple(
-            kv_cache(batch_size, c.n_head, max_length, c.n_embd // c.n_head) for _ in range(c.n_layer)
-        )
+        return kv_caches(c.n_layer, batch_size, c.n_head, max_length, c.n_embd // c.n_head)
 
     def forward_cached(self, input_ids, position_ids, attention_mask, cache, cache_index, last_only=True):
         """Run ``input_ids`` [B, T] at cache slots ``cache_index``.. and return (logits, new cache).

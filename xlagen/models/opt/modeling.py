@@ -21,7 +21,7 @@ from xlagen.models.layers import (
     WeightLayer,
     attend,
     causal_allowed,
-    kv_cache,
+    kv_caches,
     linear,
     merge_heads,
     shape_list,
@@ -226,10 +226,7 @@ class TFOPTForCausalLM(TFPreTrainedModel):
     def init_cache(self, batch_size: int, max_length: int):
         """Zeroed key/value cache: one (k, v) pair of [batch * heads, max_length, head_dim] per layer."""
         c = self.config
-        return tuple(
-            kv_cache(batch_size, c.num_attention_heads, max_length, c.head_dim)
-            for _ in range(c.num_hidden_layers)
-        )
+        return kv_caches(c.num_hidden_layers, batch_size, c.num_attention_heads, max_length, c.head_dim)
 
     def forward_cached(self, input_ids, position_ids, attention_mask, cache, cache_index, last_only=True):
         """Run ``input_ids`` [B, T] at cache slots ``cache_index``.. and return (logits, new cache).

@@ -34,7 +34,7 @@ from xlagen.models.layers import (
     WeightLayer,
     attend,
     causal_allowed,
-    kv_cache,
+    kv_caches,
     linear,
     merge_heads,
     query_slots,
@@ -450,9 +450,7 @@ class TFT5ForConditionalGeneration(TFPreTrainedModel):
             raise ValueError("TFT5ForConditionalGeneration.init_cache needs encoder_outputs (from encode())")
         c = self.config
         return {
-            "self": tuple(
-                kv_cache(batch_size, c.num_heads, max_length, c.d_kv) for _ in range(c.num_decoder_layers)
-            ),
+            "self": kv_caches(c.num_decoder_layers, batch_size, c.num_heads, max_length, c.d_kv),
             "cross": self.decoder.cross_kv(encoder_outputs["last_hidden_state"]),
             "encoder_mask": tf.cast(encoder_outputs["attention_mask"], tf.int32),
         }

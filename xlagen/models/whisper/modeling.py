@@ -31,7 +31,7 @@ from xlagen.models.layers import (
     WeightLayer,
     attend,
     causal_allowed,
-    kv_cache,
+    kv_caches,
     linear,
     merge_heads,
     shape_list,
@@ -390,9 +390,7 @@ class TFWhisperForConditionalGeneration(TFPreTrainedModel):
         heads = c.decoder_attention_heads
         enc = encoder_outputs["last_hidden_state"]
         return {
-            "self": tuple(
-                kv_cache(batch_size, heads, max_length, c.d_model // heads) for _ in range(c.decoder_layers)
-            ),
+            "self": kv_caches(c.decoder_layers, batch_size, heads, max_length, c.d_model // heads),
             "cross": tuple(layer.encoder_attn.key_value(enc) for layer in self.decoder_layers),
         }
 
