@@ -352,3 +352,202 @@ def causal_allowed(
         causal = causal[None]
     keep = tf.cast(attention_mask, tf.bool)[:, None, None, :]
     return tf.logical_and(causal[:, None], keep)
+
+
+class MultiHeadAttention(WeightLayer):
+    """Attention with ``q_proj`` / ``k_proj`` / ``v_proj`` / ``out_proj`` linear layers (BART family,
+    Whisper): self-attention over a static cache, or cross-attention on precomputed keys/values.
+
+    ``biases`` names the projections that have a bias (Whisper's ``k_proj`` has none). Queries are
+    scaled by ``head_dim ** -0.5`` before the product, as Whisper does (BART scales the scores after it:
+    the same up to float rounding, and cheaper on [T, D] than on [T, S]).
+    """
+
+    def __init__(
+        self,
+        prefix: str,
+        dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        init: str | keras.Initializer = "zeros",
+        biases: tuple[str, ...] = ("q", "k", "v", "out"),
+        **kw,
+    ) -> None:
+        super().__init__(**kw)
+
+        def proj(name: str):
+            w = self.new_weight(f"{prefix}.{name}_proj.weight", (dim, dim), init)
+            b = self.new_weight(f"{prefix}.{name}_proj.bias", (dim,)) if name in biases else None
+            return w, b
+
+        self.q_w, self.q_b = proj("q")
+        self.k_w, self.k_b = proj("k")
+        self.v_w, self.v_b = proj("v")
+        self.o_w, self.o_b = proj("out")
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.attn_dropout = keras.layers.Dropout(dropout)
+        self.built = True
+
+    def key_value(self, states: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Keys and values [B, H, S, D] of ``states`` [B, S, C] (cross-attention: computed once)."""
+        k = split_heads(linear(states, self.k_w, self.k_b), self.num_heads)
+        v = split_heads(linear(states, self.v_w, self.v_b), self.num_heads)
+        return k, v
+
+    def call(self, x, allowed=None, kv=None, cache=None, cache_index=None, training=False):
+        """Attend from ``x`` to ``kv`` (cross) or to itself (written into ``cache`` when given).
+
+        ``allowed`` [B, 1, T, S] bool, or None for no masking. Returns (output [B, T, C], the
+        updated self-attention cache or None).
+        """
+        q = split_heads(linear(x, self.q_w, self.q_b) * self.scale, self.num_heads)
+        if kv is None:
+            k, v = self.key_value(x)
+            if cache is not None:
+                k = update_cache(cache[0], k, cache_index)
+                v = update_cache(cache[1], v, cache_index)
+                cache = (k, v)
+        else:
+            k, v = kv
+        dropout = (lambda p: self.attn_dropout(p, training=training)) if training else None
+        out = attend(q, k, v, allowed, 1.0, dropout)
+        return linear(merge_heads(out), self.o_w, self.o_b), cache
+
+
+class FeedForward(WeightLayer):
+    """``fc2(dropout(act(fc1(x))))`` with biases (BART family, Whisper)."""
+
+    def __init__(
+        self,
+        prefix: str,
+        dim: int,
+        ffn_dim: int,
+        activation: Callable[[tf.Tensor], tf.Tensor],
+        dropout: float = 0.0,
+        init: str | keras.Initializer = "zeros",
+        **kw,
+    ) -> None:
+        super().__init__(**kw)
+        self.fc1_w = self.new_weight(f"{prefix}.fc1.weight", (ffn_dim, dim), init)
+        self.fc1_b = self.new_weight(f"{prefix}.fc1.bias", (ffn_dim,))
+        self.fc2_w = self.new_weight(f"{prefix}.fc2.weight", (dim, ffn_dim), init)
+        self.fc2_b = self.new_weight(f"{prefix}.fc2.bias", (dim,))
+        self.act = activation
+        self.act_dropout = keras.layers.Dropout(dropout)
+        self.built = True
+
+    def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        h = self.act_dropout(self.act(linear(x, self.fc1_w, self.fc1_b)), training=training)
+        return linear(h, self.fc2_w, self.fc2_b)
+
+
+class EncoderLayer(WeightLayer):
+    """A Transformer encoder block of the BART family and Whisper: self-attention and feed-forward,
+    each with a residual, layer-normed before (``normalize_before``) or after the residual add.
+
+    Weight names follow Transformers: ``self_attn``, ``self_attn_layer_norm``, ``fc1``, ``fc2``,
+    ``final_layer_norm`` under ``prefix``.
+    """
+
+    def __init__(
+        self,
+        prefix: str,
+        dim: int,
+        num_heads: int,
+        ffn_dim: int,
+        activation: Callable[[tf.Tensor], tf.Tensor],
+        normalize_before: bool,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
+        init: str | keras.Initializer = "zeros",
+        attention_biases: tuple[str, ...] = ("q", "k", "v", "out"),
+        epsilon: float = 1e-5,
+        **kw,
+    ) -> None:
+        super().__init__(**kw)
+        self.normalize_before = normalize_before
+        self.self_attn = MultiHeadAttention(
+            f"{prefix}.self_attn", dim, num_heads, attention_dropout, init, attention_biases
+        )
+        self.self_attn_layer_norm = LayerNorm(f"{prefix}.self_attn_layer_norm", dim, epsilon)
+        self.ffn = FeedForward(prefix, dim, ffn_dim, activation, activation_dropout, init)
+        self.final_layer_norm = LayerNorm(f"{prefix}.final_layer_norm", dim, epsilon)
+        self.dropout = keras.layers.Dropout(dropout)
+        self.built = True
+
+    def residual(self, x: tf.Tensor, norm: LayerNorm, sublayer: Callable, training: bool):
+        """``x + sublayer(...)`` with ``norm`` before the sublayer or after the sum; returns (out, extra)."""
+        h, extra = sublayer(norm(x) if self.normalize_before else x)
+        out = x + self.dropout(h, training=training)
+        return (out if self.normalize_before else norm(out)), extra
+
+    def call(self, x, allowed=None, training=False):
+        x, _ = self.residual(
+            x, self.self_attn_layer_norm, lambda h: self.self_attn(h, allowed, training=training), training
+        )
+        x, _ = self.residual(
+            x, self.final_layer_norm, lambda h: (self.ffn(h, training=training), None), training
+        )
+        return x
+
+
+class DecoderLayer(EncoderLayer):
+    """A decoder block: causal self-attention over the static cache, cross-attention on the encoder's
+    keys/values (``encoder_attn``, ``encoder_attn_layer_norm``) and feed-forward."""
+
+    def __init__(
+        self,
+        prefix: str,
+        dim: int,
+        num_heads: int,
+        ffn_dim: int,
+        activation: Callable[[tf.Tensor], tf.Tensor],
+        normalize_before: bool,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
+        init: str | keras.Initializer = "zeros",
+        attention_biases: tuple[str, ...] = ("q", "k", "v", "out"),
+        epsilon: float = 1e-5,
+        **kw,
+    ) -> None:
+        super().__init__(
+            prefix,
+            dim,
+            num_heads,
+            ffn_dim,
+            activation,
+            normalize_before,
+            dropout,
+            attention_dropout,
+            activation_dropout,
+            init,
+            attention_biases,
+            epsilon,
+            **kw,
+        )
+        self.encoder_attn = MultiHeadAttention(
+            f"{prefix}.encoder_attn", dim, num_heads, attention_dropout, init, attention_biases
+        )
+        self.encoder_attn_layer_norm = LayerNorm(f"{prefix}.encoder_attn_layer_norm", dim, epsilon)
+
+    def call(self, x, allowed, cross_kv, cross_allowed=None, cache=None, cache_index=None, training=False):
+        """Returns (hidden states [B, T, C], the updated self-attention cache or None)."""
+        x, cache = self.residual(
+            x,
+            self.self_attn_layer_norm,
+            lambda h: self.self_attn(h, allowed, cache=cache, cache_index=cache_index, training=training),
+            training,
+        )
+        x, _ = self.residual(
+            x,
+            self.encoder_attn_layer_norm,
+            lambda h: self.encoder_attn(h, cross_allowed, kv=cross_kv, training=training),
+            training,
+        )
+        x, _ = self.residual(
+            x, self.final_layer_norm, lambda h: (self.ffn(h, training=training), None), training
+        )
+        return x, cache

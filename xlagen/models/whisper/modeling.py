@@ -27,16 +27,14 @@ from xlagen.generation.programs import ProgramCache, model_fingerprint
 from xlagen.modeling_utils import ModelOutput, TFPreTrainedModel, _register_output_tree
 from xlagen.models.activations import ACTIVATIONS, gelu_exact
 from xlagen.models.layers import (
+    DecoderLayer,
+    EncoderLayer,
     LayerNorm,
     WeightLayer,
-    attend,
     causal_allowed,
     kv_caches,
     linear,
-    merge_heads,
     shape_list,
-    split_heads,
-    update_cache,
 )
 from xlagen.models.whisper.configuration import WhisperConfig
 from xlagen.models.whisper.decoding import Renormalize, TimestampRules, decoder_prompt, special_tokens
@@ -66,112 +64,26 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> np.
     return np.concatenate([np.sin(scaled), np.cos(scaled)], axis=1).astype(np.float32)
 
 
-class WhisperAttention(WeightLayer):
-    """Multi-head attention with Whisper's biases: q, v and out have one, k has none."""
-
-    def __init__(self, prefix: str, dim: int, num_heads: int, dropout: float, init, **kw) -> None:
-        super().__init__(**kw)
-        self.q_w = self.new_weight(f"{prefix}.q_proj.weight", (dim, dim), init)
-        self.q_b = self.new_weight(f"{prefix}.q_proj.bias", (dim,))
-        self.k_w = self.new_weight(f"{prefix}.k_proj.weight", (dim, dim), init)
-        self.v_w = self.new_weight(f"{prefix}.v_proj.weight", (dim, dim), init)
-        self.v_b = self.new_weight(f"{prefix}.v_proj.bias", (dim,))
-        self.o_w = self.new_weight(f"{prefix}.out_proj.weight", (dim, dim), init)
-        self.o_b = self.new_weight(f"{prefix}.out_proj.bias", (dim,))
-        self.num_heads = num_heads
-        self.scale = (dim // num_heads) ** -0.5
-        self.attn_dropout = keras.layers.Dropout(dropout)
-        self.built = True
-
-    def key_value(self, states: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Keys and values [B, H, S, D] of ``states`` [B, S, C] (cross-attention: computed once)."""
-        k = split_heads(linear(states, self.k_w), self.num_heads)
-        v = split_heads(linear(states, self.v_w, self.v_b), self.num_heads)
-        return k, v
-
-    def call(self, x, allowed=None, kv=None, cache=None, cache_index=None, training=False):
-        """Attend from ``x`` to ``kv`` (cross) or to itself (written into ``cache`` when given).
-
-        ``allowed`` [B, 1, T, S] bool, or None for no masking (encoder, cross-attention).
-        Returns (output [B, T, C], updated self-attention cache or None).
-        """
-        # Like Transformers, scale q before the product (Whisper is sensitive to the order).
-        q = split_heads(linear(x, self.q_w, self.q_b) * self.scale, self.num_heads)
-        if kv is None:
-            k, v = self.key_value(x)
-            if cache is not None:
-                k = update_cache(cache[0], k, cache_index)
-                v = update_cache(cache[1], v, cache_index)
-                cache = (k, v)
-        else:
-            k, v = kv
-        dropout = (lambda p: self.attn_dropout(p, training=training)) if training else None
-        out = attend(q, k, v, allowed, 1.0, dropout)
-        return linear(merge_heads(out), self.o_w, self.o_b), cache
-
-
-class WhisperFeedForward(WeightLayer):
-    """fc1 -> activation -> fc2."""
-
-    def __init__(self, prefix: str, dim: int, ffn_dim: int, config: WhisperConfig, init, **kw) -> None:
-        super().__init__(**kw)
-        self.fc1_w = self.new_weight(f"{prefix}.fc1.weight", (ffn_dim, dim), init)
-        self.fc1_b = self.new_weight(f"{prefix}.fc1.bias", (ffn_dim,))
-        self.fc2_w = self.new_weight(f"{prefix}.fc2.weight", (dim, ffn_dim), init)
-        self.fc2_b = self.new_weight(f"{prefix}.fc2.bias", (dim,))
-        self.act = ACTIVATIONS[config.activation_function]
-        self.act_dropout = keras.layers.Dropout(config.activation_dropout)
-        self.built = True
-
-    def call(self, x, training=False):
-        h = self.act_dropout(self.act(linear(x, self.fc1_w, self.fc1_b)), training=training)
-        return linear(h, self.fc2_w, self.fc2_b)
-
-
-class WhisperEncoderLayer(WeightLayer):
-    def __init__(self, config: WhisperConfig, prefix: str, init, **kw) -> None:
-        super().__init__(**kw)
-        c = config.d_model
-        self.self_attn_layer_norm = LayerNorm(f"{prefix}.self_attn_layer_norm", c, 1e-5)
-        self.self_attn = WhisperAttention(
-            f"{prefix}.self_attn", c, config.encoder_attention_heads, config.attention_dropout, init
-        )
-        self.final_layer_norm = LayerNorm(f"{prefix}.final_layer_norm", c, 1e-5)
-        self.ffn = WhisperFeedForward(prefix, c, config.encoder_ffn_dim, config, init)
-        self.dropout = keras.layers.Dropout(config.dropout)
-        self.built = True
-
-    def call(self, x, training=False):
-        a, _ = self.self_attn(self.self_attn_layer_norm(x), training=training)
-        x = x + self.dropout(a, training=training)
-        h = self.ffn(self.final_layer_norm(x), training=training)
-        return x + self.dropout(h, training=training)
-
-
-class WhisperDecoderLayer(WeightLayer):
-    def __init__(self, config: WhisperConfig, prefix: str, init, **kw) -> None:
-        super().__init__(**kw)
-        c, heads = config.d_model, config.decoder_attention_heads
-        self.self_attn_layer_norm = LayerNorm(f"{prefix}.self_attn_layer_norm", c, 1e-5)
-        self.self_attn = WhisperAttention(f"{prefix}.self_attn", c, heads, config.attention_dropout, init)
-        self.encoder_attn_layer_norm = LayerNorm(f"{prefix}.encoder_attn_layer_norm", c, 1e-5)
-        self.encoder_attn = WhisperAttention(
-            f"{prefix}.encoder_attn", c, heads, config.attention_dropout, init
-        )
-        self.final_layer_norm = LayerNorm(f"{prefix}.final_layer_norm", c, 1e-5)
-        self.ffn = WhisperFeedForward(prefix, c, config.decoder_ffn_dim, config, init)
-        self.dropout = keras.layers.Dropout(config.dropout)
-        self.built = True
-
-    def call(self, x, allowed, cross_kv, cache=None, cache_index=None, training=False):
-        a, cache = self.self_attn(
-            self.self_attn_layer_norm(x), allowed, cache=cache, cache_index=cache_index, training=training
-        )
-        x = x + self.dropout(a, training=training)
-        a, _ = self.encoder_attn(self.encoder_attn_layer_norm(x), kv=cross_kv, training=training)
-        x = x + self.dropout(a, training=training)
-        h = self.ffn(self.final_layer_norm(x), training=training)
-        return x + self.dropout(h, training=training), cache
+def whisper_layer(config: WhisperConfig, prefix: str, init, decoder: bool) -> EncoderLayer:
+    """One pre-layernorm block (the shared ``EncoderLayer`` / ``DecoderLayer``); Whisper's ``k_proj``
+    has no bias."""
+    heads = config.decoder_attention_heads if decoder else config.encoder_attention_heads
+    ffn = config.decoder_ffn_dim if decoder else config.encoder_ffn_dim
+    cls = DecoderLayer if decoder else EncoderLayer
+    return cls(
+        prefix,
+        config.d_model,
+        heads,
+        ffn,
+        ACTIVATIONS[config.activation_function],
+        normalize_before=True,
+        dropout=config.dropout,
+        attention_dropout=config.attention_dropout,
+        activation_dropout=config.activation_dropout,
+        init=init,
+        attention_biases=("q", "v", "out"),
+        name=f"{'decoder' if decoder else 'encoder'}_layer_{prefix.rsplit('.', 1)[-1]}",
+    )
 
 
 def _seq2seq_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
@@ -213,7 +125,7 @@ class TFWhisperForConditionalGeneration(TFPreTrainedModel):
         )
         self.encoder_stem.built = True
         self.encoder_layers = [
-            WhisperEncoderLayer(config, f"model.encoder.layers.{i}", init, name=f"encoder_layer_{i}")
+            whisper_layer(config, f"model.encoder.layers.{i}", init, decoder=False)
             for i in range(config.encoder_layers)
         ]
         self.encoder_norm = LayerNorm("model.encoder.layer_norm", c, 1e-5, name="encoder_layer_norm")
@@ -226,7 +138,7 @@ class TFWhisperForConditionalGeneration(TFPreTrainedModel):
         )
         self.embeddings.built = True
         self.decoder_layers = [
-            WhisperDecoderLayer(config, f"model.decoder.layers.{i}", init, name=f"decoder_layer_{i}")
+            whisper_layer(config, f"model.decoder.layers.{i}", init, decoder=True)
             for i in range(config.decoder_layers)
         ]
         self.decoder_norm = LayerNorm("model.decoder.layer_norm", c, 1e-5, name="decoder_layer_norm")
