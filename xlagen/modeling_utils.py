@@ -90,6 +90,9 @@ class TFPreTrainedModel(keras.Model, GenerationMixin):
     checkpoint_prefix: ClassVar[str] = ""
     # Checkpoint tensors that are buffers, not weights (regexes).
     ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = ()
+    # Weights a file may leave out (regexes): they keep their initial value, as Transformers'
+    # ``_keys_to_ignore_on_load_missing`` (e.g. BART's zero ``final_logits_bias``).
+    optional_checkpoint_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: PretrainedConfig, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -184,7 +187,7 @@ class TFPreTrainedModel(keras.Model, GenerationMixin):
             if target is None:
                 if name == "lm_head.weight" and self.config.tie_word_embeddings:
                     continue  # tied: the copy in the file is the embedding again
-                if not any(re.search(p, name) for p in self.ignored_checkpoint_keys):
+                if not any(re.search(p, name) for p in self.checkpoint_keys_to_ignore()):
                     unexpected.append(name)
                 continue
             file_shape, file_dtype = tensor_meta(tensors, name)
@@ -200,7 +203,7 @@ class TFPreTrainedModel(keras.Model, GenerationMixin):
             assign[target] = name
         files = sorted({str(p) for p in sources.values()}) or ["the given state dict"]
         for target in wanted:
-            if target not in assign:
+            if target not in assign and not any(re.search(p, target) for p in self.optional_checkpoint_keys):
                 problems.append(f"tensor {target!r} is missing from {', '.join(files)}")
         if problems:
             raise ValueError(
@@ -213,6 +216,10 @@ class TFPreTrainedModel(keras.Model, GenerationMixin):
             if preloaded.get(target) == name:
                 continue  # the variable was created from this tensor
             wanted[target].assign(checkpoint_value(tensors[name], target in transposed))
+
+    def checkpoint_keys_to_ignore(self) -> tuple[str, ...]:
+        """Regexes of checkpoint tensors that are not weights of this model (default: the class's)."""
+        return self.ignored_checkpoint_keys
 
     @classmethod
     def _config_for_checkpoint(

@@ -83,7 +83,7 @@ def beam_decode(
     batch = input_ids.shape[0] if input_ids.shape[0] is not None else tf.shape(input_ids)[0]
     prompt_len = tf.shape(input_ids)[1]
     capacity = spec.capacity
-    vocab = model.config.vocab_size
+    vocab = model.output_vocab_size
     eos = tf.reshape(tf.cast(params["eos_token_ids"], tf.int32), [-1])
     keep = max(2, 1 + eos.shape[0]) * k  # enough candidates that k can always go on
     fill = tf.cast(params["fill_token_id"], tf.int32)

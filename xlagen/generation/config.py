@@ -66,8 +66,12 @@ class GenerationConfig:
 
     @classmethod
     def from_model_config(cls, config: Any) -> GenerationConfig:
-        keys = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
-        return cls(**{k: getattr(config, k, None) for k in keys if getattr(config, k, None) is not None})
+        """The generation options a model config carries: its special tokens and, as in Transformers,
+        any generation option an older config.json holds (BART's ``no_repeat_ngram_size``, Marian's
+        ``bad_words_ids``, ``num_beams`` ...), used when there is no generation_config.json."""
+        data = config.to_dict() if hasattr(config, "to_dict") else dict(vars(config))
+        keys = [k for k in _DEFAULTS if k not in _IGNORED]
+        return cls(**{k: data[k] for k in keys if data.get(k) is not None})
 
     @classmethod
     def from_pretrained_dir(cls, directory: Path, model_config: Any = None) -> GenerationConfig:

@@ -147,7 +147,7 @@ def decode(
     capacity = spec.capacity
     pad = tf.cast(params["pad_token_id"], tf.int32)
     eos = tf.reshape(tf.cast(params["eos_token_ids"], tf.int32), [-1])
-    vocab_size = model.config.vocab_size
+    vocab_size = model.output_vocab_size
     logits, cache, full_mask, next_position = prefill(
         model, input_ids, attention_mask, capacity, encoder_inputs
     )

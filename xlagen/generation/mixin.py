@@ -26,6 +26,11 @@ class GenerationMixin:
 
     buckets: Buckets = Buckets()
 
+    @property
+    def output_vocab_size(self) -> int:
+        """Width of the logits: the decoder's vocabulary (Marian's may differ from the encoder's)."""
+        return self.config.vocab_size
+
     def _init_generation_state(self) -> None:
         self._programs = ProgramCache(lambda: model_fingerprint(self), lambda: self.variables)
 
@@ -68,7 +73,7 @@ class GenerationMixin:
 
     def _check_options(self, gc: GenerationConfig) -> None:
         """Check every option's type and range, before anything is traced."""
-        check_options(gc, self.config.vocab_size)
+        check_options(gc, self.output_vocab_size)
 
     @staticmethod
     def _lengths(gc: GenerationConfig, prompt_len: int) -> tuple[int, int]:
@@ -267,7 +272,7 @@ class GenerationMixin:
         return ids, mask.astype(np.int32)
 
     def _check_vocab(self, ids: np.ndarray, mask: np.ndarray, name: str) -> None:
-        vocab = self.config.vocab_size
+        vocab = self.output_vocab_size if name == "decoder_input_ids" else self.config.vocab_size
         live = mask.astype(bool)
         empty = np.flatnonzero(~live.any(axis=1))
         if empty.size:

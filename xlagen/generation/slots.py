@@ -121,7 +121,7 @@ class SlotEngine:
             raise ValueError(f"max_length must be an integer in [2, {limit}], got {max_length!r}")
         self.slots, self.max_length, self.steps_per_call = slots, max_length, steps_per_call
         self.top_logprobs = top_logprobs
-        self.vocab_size = model.config.vocab_size
+        self.vocab_size = model.output_vocab_size
         gc = model.generation_config
         self.eos_token_ids = list(gc.eos_token_ids)
         pad = gc.pad_token_id if gc.pad_token_id is not None else (self.eos_token_ids or [0])[0]
