@@ -8,6 +8,24 @@ from typing import Any
 from xlagen.configuration_utils import load_config_dict
 from xlagen.loading.ctranslate2 import is_ctranslate2_dir
 from xlagen.loading.hub import resolve_pretrained_dir
+from xlagen.models.bart.configuration import (
+    BartConfig,
+    BlenderbotConfig,
+    BlenderbotSmallConfig,
+    M2M100Config,
+    MarianConfig,
+    MBartConfig,
+    PegasusConfig,
+)
+from xlagen.models.bart.modeling import (
+    TFBartForConditionalGeneration,
+    TFBlenderbotForConditionalGeneration,
+    TFBlenderbotSmallForConditionalGeneration,
+    TFM2M100ForConditionalGeneration,
+    TFMarianMTModel,
+    TFMBartForConditionalGeneration,
+    TFPegasusForConditionalGeneration,
+)
 from xlagen.models.gpt2.configuration import GPT2Config
 from xlagen.models.gpt2.modeling import TFGPT2LMHeadModel
 from xlagen.models.llama.configuration import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
@@ -25,6 +43,13 @@ from xlagen.models.whisper.configuration import WhisperConfig
 from xlagen.models.whisper.modeling import TFWhisperForConditionalGeneration
 
 CONFIG_MAPPING = {
+    "bart": BartConfig,
+    "blenderbot": BlenderbotConfig,
+    "blenderbot-small": BlenderbotSmallConfig,
+    "m2m_100": M2M100Config,
+    "marian": MarianConfig,
+    "mbart": MBartConfig,
+    "pegasus": PegasusConfig,
     "gpt2": GPT2Config,
     "llama": LlamaConfig,
     "mistral": MistralConfig,
@@ -43,6 +68,13 @@ CAUSAL_LM_MAPPING = {
     "qwen3": TFQwen3ForCausalLM,
 }
 SEQ2SEQ_LM_MAPPING: dict[str, type] = {
+    "bart": TFBartForConditionalGeneration,
+    "blenderbot": TFBlenderbotForConditionalGeneration,
+    "blenderbot-small": TFBlenderbotSmallForConditionalGeneration,
+    "m2m_100": TFM2M100ForConditionalGeneration,
+    "marian": TFMarianMTModel,
+    "mbart": TFMBartForConditionalGeneration,
+    "pegasus": TFPegasusForConditionalGeneration,
     "t5": TFT5ForConditionalGeneration,
     "whisper": TFWhisperForConditionalGeneration,
 }
