@@ -146,3 +146,18 @@ def test_llama_family_with_sliding_window_in_slots_matches_generate(tmp_path):
         if want and want[-1] in eos:
             want = want[: want.index(want[-1]) + 1]
         assert tokens[: len(want)] == want
+
+
+@pytest.mark.parametrize("variant", ["m2m_100"])  # fairseq positions: counted from the pad id
+def test_bart_family_in_slots_matches_generate(tmp_path, variant):
+    """Seq2seq slots: the decoder positions and cross-attention cache of a BART-family model."""
+    from tests.models.test_bart import VOCAB, write_model
+
+    write_model(tmp_path, variant)
+    model = xlagen.TFAutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    engine = SlotEngine(model, slots=2, max_length=12, steps_per_call=3, prompt_buckets=(8, 16))
+    rng = np.random.default_rng(4)
+    jobs = [(rng.integers(3, VOCAB - 20, n).tolist(), {"max_new_tokens": 7}) for n in (5, 14, 3)]
+    for (prompt, _), tokens in zip(jobs, drive(engine, jobs)):
+        want = model.generate(np.asarray([prompt]), max_new_tokens=7).numpy()[0, 1:].tolist()
+        assert tokens == want[: len(tokens)] and len(tokens) >= 1
