@@ -362,6 +362,14 @@ class PreTrainedTokenizerFast:
             for key, value in FAMILY_DEFAULTS.get(family or "", {}).items():
                 config.setdefault(key, value)  # the Transformers class's defaults
             backend = _load_tokenizer_json(tokenizer_json)
+            if family == "llama":  # Transformers keeps only the vocabulary of a LlamaTokenizer's file
+                from xlagen.tokenization.sentencepiece import llama_from_tokenizer_json
+
+                backend = llama_from_tokenizer_json(
+                    tokenizer_json,
+                    legacy=bool(config.get("legacy", False)),
+                    add_prefix_space=config.get("add_prefix_space"),
+                )
             if "add_prefix_space" not in kwargs:
                 # Transformers only re-applies the config's add_prefix_space when it rebuilds a GPT-2
                 # pipeline (GPT2Tokenizer, default False); other classes keep tokenizer.json's setting.

@@ -214,26 +214,37 @@ def build_sentencepiece_backend(directory: Path, family: str, config: dict[str, 
         return spm.convert_nllb_sentencepiece(model, special_tokens=special)
     config["source_spm"] = str(directory / "source.spm")
     config["target_spm"] = str(directory / "target.spm")
+    config["source_vocab_file"] = str(directory / VOCAB_FILE)
     config.pop("target_vocab_file", None)
     if (directory / "target_vocab.json").is_file():
         config["target_vocab_file"] = str(directory / "target_vocab.json")
     return build_marian_backend(directory / VOCAB_FILE, str(config["unk_token"]))
 
 
-def build_marian_backend(vocab_path: Path, unk_token: str) -> Tokenizer:
+def build_marian_backend(
+    vocab_path: Path, unk_token: str, overrides: Mapping[str, int] | None = None
+) -> Tokenizer:
     """Marian's id lookup: a word-level model over ``vocab.json``, fed with SentencePiece pieces.
 
     The pieces come from the ``sentencepiece`` library (as in Transformers' ``MarianTokenizer``), so the
     backend only maps each piece to its id (unknown pieces to ``unk_token``) and adds special tokens.
+    ``overrides`` fixes the ids of some tokens (the source side's added tokens in a target vocabulary).
     """
-    vocab = _read_json(vocab_path, "vocabulary")
-    if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
-        raise ValueError(f"{str(vocab_path)!r} must map token strings to integer ids.")
+    vocab = _marian_vocab(vocab_path)
+    vocab.update(overrides or {})
     if unk_token not in vocab:
         raise ValueError(
             f"The unknown token {unk_token!r} is not in the Marian vocabulary {str(vocab_path)!r}."
         )
     return Tokenizer(WordLevel(vocab, unk_token=unk_token))
+
+
+def _marian_vocab(vocab_path: Path) -> dict[str, int]:
+    """A Marian ``vocab.json`` / ``target_vocab.json``: piece -> id."""
+    vocab = _read_json(vocab_path, "vocabulary")
+    if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
+        raise ValueError(f"{str(vocab_path)!r} must map token strings to integer ids.")
+    return vocab
 
 
 _INIT_KEYS = frozenset(

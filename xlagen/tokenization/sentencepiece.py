@@ -26,6 +26,7 @@ only to parse the model file.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any
@@ -42,6 +43,7 @@ __all__ = [
     "convert_nllb_sentencepiece",
     "convert_t5_sentencepiece",
     "generate_merges",
+    "llama_from_tokenizer_json",
     "load_sentencepiece_proto",
     "t5_sentinel_tokens",
 ]
@@ -242,8 +244,21 @@ def convert_llama_sentencepiece(
     added = sentencepiece_added_tokens(proto)
     if added:
         tokenizer.add_tokens(added)
+    set_llama_pipeline(tokenizer, legacy=legacy, add_prefix_space=add_prefix_space)
+    return tokenizer
+
+
+def set_llama_pipeline(
+    tokenizer: Tokenizer, *, legacy: bool = False, add_prefix_space: bool | None = None
+) -> None:
+    """Give ``tokenizer`` Transformers 5's ``LlamaTokenizer`` pre-tokenizer, decoder and no normalizer.
+
+    Transformers applies this pipeline to every ``LlamaTokenizer`` checkpoint, also over the one a
+    ``tokenizer.json`` stores (only its vocabulary, merges, added tokens and post-processor are kept).
+    """
     add_prefix_space = True if add_prefix_space is None else bool(add_prefix_space)
     prepend_scheme = ("always" if legacy else "first") if add_prefix_space else "never"
+    tokenizer.normalizer = None
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(
         replacement=_SPACE, prepend_scheme=prepend_scheme, split=False
     )
@@ -251,6 +266,29 @@ def convert_llama_sentencepiece(
     if add_prefix_space:
         steps.append(decoders.Strip(content=" ", left=1, right=0))
     tokenizer.decoder = decoders.Sequence(steps)
+
+
+def llama_from_tokenizer_json(
+    path: str | os.PathLike, *, legacy: bool = False, add_prefix_space: bool | None = None
+) -> Tokenizer:
+    """A ``LlamaTokenizer``'s ``tokenizer.json`` loaded as Transformers 5 does: its BPE vocabulary and
+    merges with byte fallback and no unknown token, then :func:`set_llama_pipeline`."""
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    model = data.get("model") or {}
+    if model.get("type") != "BPE":
+        return Tokenizer.from_str(json.dumps(data))  # not a SentencePiece-BPE export: keep it as stored
+    model.update(
+        unk_token=None,
+        fuse_unk=True,
+        byte_fallback=True,
+        dropout=None,
+        continuing_subword_prefix=None,
+        end_of_word_suffix=None,
+        ignore_merges=False,
+    )
+    tokenizer = Tokenizer.from_str(json.dumps(data))
+    set_llama_pipeline(tokenizer, legacy=legacy, add_prefix_space=add_prefix_space)
     return tokenizer
 
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 import copy
 import os
 import re
+from pathlib import Path
 from typing import Any, ClassVar
 
 from tokenizers import AddedToken, Tokenizer, processors
 
 from xlagen.tokenization.fast import PreTrainedTokenizerFast
-from xlagen.tokenization.loaders import build_marian_backend
+from xlagen.tokenization.loaders import _marian_vocab, build_marian_backend
 from xlagen.tokenization.sentencepiece import (
     MBART50_LANGUAGE_CODES,
     MBART_LANGUAGE_CODES,
@@ -199,7 +200,15 @@ class MarianTokenizer(PreTrainedTokenizerFast):
     """
 
     _extra_init_keys: ClassVar[frozenset[str]] = frozenset(
-        {"source_spm", "target_spm", "target_vocab_file", "separate_vocabs", "source_lang", "target_lang"}
+        {
+            "source_spm",
+            "target_spm",
+            "source_vocab_file",
+            "target_vocab_file",
+            "separate_vocabs",
+            "source_lang",
+            "target_lang",
+        }
     )
 
     def _setup(
@@ -208,6 +217,7 @@ class MarianTokenizer(PreTrainedTokenizerFast):
         *,
         source_spm: str | os.PathLike,
         target_spm: str | os.PathLike,
+        source_vocab_file: str | os.PathLike,
         target_vocab_file: str | os.PathLike | None = None,
         separate_vocabs: bool = False,
         source_lang: str | None = None,
@@ -226,9 +236,14 @@ class MarianTokenizer(PreTrainedTokenizerFast):
                 raise ValueError(
                     f"separate_vocabs=True needs the target vocabulary target_vocab.json, got {target_vocab_file!r}."
                 )
-            self._target_backend = build_marian_backend(target_vocab_file, str(self.unk_token))
+            # Added tokens keep their source ids on the target side, as in Transformers.
             added = [tok for _, tok in sorted(self._source_backend.get_added_tokens_decoder().items())]
+            ids = {tok.content: self._source_backend.token_to_id(tok.content) for tok in added}
+            self._target_backend = build_marian_backend(Path(target_vocab_file), str(self.unk_token), ids)
             self._target_backend.add_tokens(added)
+            target_vocab = _marian_vocab(Path(target_vocab_file))
+        else:
+            target_vocab = _marian_vocab(Path(source_vocab_file))
         self._current_spm = self._spm_source
         for side in {
             id(self._source_backend): self._source_backend,
@@ -238,7 +253,7 @@ class MarianTokenizer(PreTrainedTokenizerFast):
             side.post_processor = processors.TemplateProcessing(
                 single=["$A", eos], pair=["$A", "$B", eos], special_tokens=[(eos, self.eos_token_id)]
             )
-        self._id_to_piece = {index: piece for piece, index in self._target_backend.get_vocab(False).items()}
+        self._id_to_piece = {index: piece for piece, index in target_vocab.items()}
 
     def update_post_processor(self) -> None:
         """Marian always appends ``</s>``; ``add_bos_token`` / ``add_eos_token`` do not apply."""
