@@ -342,3 +342,30 @@ def test_byte_level_bpe_tokenizer_json_still_loads(tmp_path: Path) -> None:
     for text in TEXTS:
         assert ours(text).input_ids == theirs(text).input_ids
         assert ours.decode(ours(text).input_ids) == theirs.decode(theirs(text).input_ids)
+
+
+@pytest.mark.parametrize("options", [{}, {"add_prefix_space": True}])
+def test_bart_vocab_merges_match_transformers(tmp_path: Path, options: dict[str, Any]) -> None:
+    """BART / RoBERTa ship vocab.json + merges.txt: byte-level BPE framed as ``<s> ... </s>``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    backend.train_from_iterator(ENGLISH + GERMAN, trainer)
+    backend.model.save(str(tmp_path))
+    _write_config(tmp_path, {"tokenizer_class": "BartTokenizer"})
+    ours, theirs = _load_both(tmp_path, **options)
+    assert ours.special_tokens_map == theirs.special_tokens_map and len(ours) == len(theirs)
+    for text in TEXTS:
+        assert ours(text).input_ids == theirs(text).input_ids, text
+        for skip in (False, True):
+            ids = theirs(text).input_ids
+            assert ours.decode(ids, skip_special_tokens=skip) == theirs.decode(ids, skip_special_tokens=skip)
+    assert ours("Hello", "world").input_ids == theirs("Hello", "world").input_ids
+    assert dict(ours(TEXTS[2:6], padding=True)) == dict(theirs(TEXTS[2:6], padding=True))

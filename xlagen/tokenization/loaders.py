@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers
+from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, processors
 from tokenizers.models import BPE, WordLevel
 
 from xlagen.tokenization.utils import (
@@ -114,6 +114,8 @@ _FAMILY_BY_CLASS = {
     "MBart50Tokenizer": "mbart50",
     "NllbTokenizer": "nllb",
     "LlamaTokenizer": "llama",
+    "RobertaTokenizer": "roberta",
+    "BartTokenizer": "roberta",
     **dict.fromkeys(_T5_TOKENIZER_CLASSES, "t5"),
 }
 _FAMILY_BY_MODEL_TYPE = {
@@ -121,6 +123,8 @@ _FAMILY_BY_MODEL_TYPE = {
     "mbart": "mbart",
     "llama": "llama",
     "mistral": "llama",
+    "roberta": "roberta",
+    "bart": "roberta",
     **dict.fromkeys(_T5_MODEL_TYPES, "t5"),
 }
 # The SentencePiece file each family ships instead of a tokenizer.json.
@@ -155,6 +159,30 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "llama": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "padding_side": "left"},
 }
 FAMILY_DEFAULTS["nllb"] = dict(FAMILY_DEFAULTS["mbart"])
+FAMILY_DEFAULTS["roberta"] = dict(FAMILY_DEFAULTS["mbart"])
+
+
+def build_roberta_bpe(directory: Path, config: dict[str, Any]) -> Tokenizer:
+    """BART / RoBERTa from ``vocab.json`` + ``merges.txt``: GPT-2's byte-level BPE framed as ``<s> $A </s>``
+    (``<s> $A </s></s> $B </s>`` for pairs) by ``RobertaProcessing``, as Transformers 5's ``RobertaTokenizer``."""
+    for key, value in FAMILY_DEFAULTS["roberta"].items():
+        config.setdefault(key, value)
+    add_prefix_space = bool(config.get("add_prefix_space") or False)
+    backend = _build_gpt2_bpe(directory, add_prefix_space)
+    sep, cls = str(config["sep_token"]), str(config["cls_token"])
+    ids = {token: backend.token_to_id(token) for token in (sep, cls)}
+    if None in ids.values():
+        missing = [token for token, index in ids.items() if index is None]
+        raise ValueError(
+            f"{str(directory / VOCAB_FILE)!r} lacks the BART/RoBERTa special token(s) {missing}."
+        )
+    backend.post_processor = processors.RobertaProcessing(
+        (sep, ids[sep]),
+        (cls, ids[cls]),
+        trim_offsets=bool(config.get("trim_offsets", True)),
+        add_prefix_space=add_prefix_space,
+    )
+    return backend
 
 
 def _model_type(directory: Path) -> str | None:
@@ -270,6 +298,7 @@ _SILENT_CONFIG_KEYS = frozenset(
         "added_tokens_decoder",
         "backend",
         "errors",
+        "trim_offsets",
         "extra_ids",
         "legacy",
         "name_or_path",

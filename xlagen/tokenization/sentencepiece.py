@@ -276,7 +276,9 @@ def llama_from_tokenizer_json(
     with open(path, encoding="utf-8") as handle:
         data = json.load(handle)
     model = data.get("model") or {}
-    if model.get("type") != "BPE":
+    if model.get("type") != "BPE" or "ByteLevel" in json.dumps(
+        [data.get("pre_tokenizer"), data.get("decoder")]
+    ):
         return Tokenizer.from_str(json.dumps(data))  # not a SentencePiece-BPE export: keep it as stored
     model.update(
         unk_token=None,
