@@ -74,9 +74,24 @@ _AUDIO_NAMES = (
 )
 
 
+_TOKENIZER_NAMES = (
+    "AutoTokenizer",
+    "PreTrainedTokenizerFast",
+    "LlamaTokenizer",
+    "LlamaTokenizerFast",
+    "MBart50Tokenizer",
+    "MBart50TokenizerFast",
+    "MBartTokenizer",
+    "MBartTokenizerFast",
+    "MarianTokenizer",
+    "NllbTokenizer",
+    "NllbTokenizerFast",
+)
+
+
 def __getattr__(name: str):
     # The tokenizer pulls in the `tokenizers` library only when asked for.
-    if name in ("AutoTokenizer", "PreTrainedTokenizerFast"):
+    if name in _TOKENIZER_NAMES:
         from xlagen import tokenization
 
         return getattr(tokenization, name)
@@ -117,6 +132,15 @@ __all__ = [
     "OPTConfig",
     "PegasusConfig",
     "PreTrainedTokenizerFast",
+    "LlamaTokenizer",
+    "LlamaTokenizerFast",
+    "MBart50Tokenizer",
+    "MBart50TokenizerFast",
+    "MBartTokenizer",
+    "MBartTokenizerFast",
+    "MarianTokenizer",
+    "NllbTokenizer",
+    "NllbTokenizerFast",
     "PretrainedConfig",
     "T5Config",
     "TFAutoModelForCausalLM",

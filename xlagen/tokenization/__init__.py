@@ -4,7 +4,8 @@ The heavy lifting (normalization, pre-tokenization, BPE/Unigram/WordPiece models
 templates, padding and truncation) is done by the Rust ``tokenizers`` library, exactly as in
 Transformers. This module only reproduces Transformers' loading rules (``tokenizer.json``,
 ``tokenizer_config.json``, ``special_tokens_map.json``, GPT-2 ``vocab.json`` + ``merges.txt``, T5
-``spiece.model`` via :mod:`xlagen.tokenization.sentencepiece`) and its
+``spiece.model``, Llama ``tokenizer.model``, mBART / NLLB ``sentencepiece.bpe.model`` via
+:mod:`xlagen.tokenization.sentencepiece`, Marian's ``source.spm`` / ``target.spm``) and its
 call conventions, so that code written against ``transformers.AutoTokenizer`` works after changing the
 import only. ``transformers`` itself is never imported.
 
@@ -15,8 +16,9 @@ Typical use::
     tok.batch_decode(enc.input_ids, skip_special_tokens=True)
 
 Modules: ``fast`` (the tokenizer API), ``encoding`` (``BatchEncoding``), ``loaders`` (checkpoint
-files to a ``tokenizers.Tokenizer`` and init arguments), ``sentencepiece`` (T5's ``spiece.model``
-converted without the ``sentencepiece`` package), ``auto`` (``AutoTokenizer``), ``utils``.
+files to a ``tokenizers.Tokenizer`` and init arguments), ``sentencepiece`` (SentencePiece models
+converted to ``tokenizers`` pipelines), ``seq2seq`` (Marian, mBART, mBART-50, NLLB and Llama classes:
+language codes, ``text_target``), ``auto`` (``AutoTokenizer``), ``utils``.
 """
 
 from tokenizers import AddedToken
@@ -24,11 +26,31 @@ from tokenizers import AddedToken
 from xlagen.tokenization.auto import AutoTokenizer
 from xlagen.tokenization.encoding import BatchEncoding
 from xlagen.tokenization.fast import GPT2TokenizerFast, PreTrainedTokenizerFast
+from xlagen.tokenization.seq2seq import (
+    LlamaTokenizer,
+    LlamaTokenizerFast,
+    MarianTokenizer,
+    MBart50Tokenizer,
+    MBart50TokenizerFast,
+    MBartTokenizer,
+    MBartTokenizerFast,
+    NllbTokenizer,
+    NllbTokenizerFast,
+)
 
 __all__ = [
     "AddedToken",
     "AutoTokenizer",
     "BatchEncoding",
     "GPT2TokenizerFast",
+    "LlamaTokenizer",
+    "LlamaTokenizerFast",
+    "MBart50Tokenizer",
+    "MBart50TokenizerFast",
+    "MBartTokenizer",
+    "MBartTokenizerFast",
+    "MarianTokenizer",
+    "NllbTokenizer",
+    "NllbTokenizerFast",
     "PreTrainedTokenizerFast",
 ]

@@ -18,10 +18,15 @@ from xlagen.chat_template import load_chat_template, render_chat_template
 from xlagen.loading.hub import resolve_pretrained_dir
 from xlagen.tokenization.encoding import BatchEncoding
 from xlagen.tokenization.loaders import (
+    FAMILY_DEFAULTS,
+    SENTENCEPIECE_FILES,
     _build_gpt2_bpe,
     _build_t5_sentencepiece,
     _load_tokenizer_json,
     _split_init_kwargs,
+    build_roberta_bpe,
+    build_sentencepiece_backend,
+    tokenizer_family,
 )
 from xlagen.tokenization.utils import (
     _GPT2_DEFAULT_TOKEN,
@@ -55,6 +60,11 @@ from xlagen.tokenization.utils import (
 
 logger = logging.getLogger(__name__)
 
+
+class _MissingTextError(TypeError, ValueError):
+    """No ``text`` nor ``text_target``: a ValueError as in Transformers, and a TypeError for a missing argument."""
+
+
 # --------------------------------------------------------------------------------------------------
 # PreTrainedTokenizerFast
 # --------------------------------------------------------------------------------------------------
@@ -70,6 +80,8 @@ class PreTrainedTokenizerFast:
     """
 
     model_input_names: ClassVar[list[str]] = ["input_ids", "attention_mask"]
+    # Config options of a subclass that from_pretrained passes on to _setup (src_lang...).
+    _extra_init_keys: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,
@@ -261,18 +273,6 @@ class PreTrainedTokenizerFast:
         has_bpe_files = (directory / VOCAB_FILE).is_file() and (directory / MERGES_FILE).is_file()
         spiece_model = directory / _T5_SPIECE_FILE
         has_spiece = spiece_model.is_file()
-        if not has_tokenizer_json and not has_bpe_files and not has_spiece:
-            spm = [name for name in _SENTENCEPIECE_FILES if (directory / name).is_file()]
-            if spm:
-                raise OSError(
-                    f"{str(directory)!r} only has a SentencePiece model ({spm[0]}); xlagen needs a "
-                    f"{TOKENIZER_FILE}. Create it once with Transformers: "
-                    f"AutoTokenizer.from_pretrained({str(directory)!r}).save_pretrained({str(directory)!r})."
-                )
-            raise OSError(
-                f"Can't load a tokenizer from {str(directory)!r}: it contains neither {TOKENIZER_FILE} nor "
-                f"{VOCAB_FILE} + {MERGES_FILE}."
-            )
 
         config_path = directory / TOKENIZER_CONFIG_FILE
         config: dict[str, Any] = {}
@@ -282,6 +282,28 @@ class PreTrainedTokenizerFast:
                 raise ValueError(f"{str(config_path)!r} must contain a JSON object.")
         tokenizer_class = config.pop("tokenizer_class", None)
         config.pop("init_inputs", None)
+        family = tokenizer_family(directory, tokenizer_class)
+        spm_family = family if family in SENTENCEPIECE_FILES and family != "t5" else None
+        if spm_family and has_bpe_files and not (directory / SENTENCEPIECE_FILES[spm_family][0]).is_file():
+            spm_family = None  # vocab.json + merges.txt instead of the SentencePiece model
+        if not has_tokenizer_json and not has_bpe_files and not has_spiece and spm_family is None:
+            spm = [name for name in _SENTENCEPIECE_FILES if (directory / name).is_file()]
+            if spm:
+                raise OSError(
+                    f"{str(directory)!r} only has a SentencePiece model ({spm[0]}); xlagen needs a "
+                    f"{TOKENIZER_FILE} for {tokenizer_class or 'this model'}. Create it once with Transformers: "
+                    f"AutoTokenizer.from_pretrained({str(directory)!r}).save_pretrained({str(directory)!r})."
+                )
+            raise OSError(
+                f"Can't load a tokenizer from {str(directory)!r}: it contains neither {TOKENIZER_FILE} nor "
+                f"{VOCAB_FILE} + {MERGES_FILE}."
+            )
+        if cls is PreTrainedTokenizerFast and family is not None:
+            from xlagen.tokenization.seq2seq import TOKENIZER_CLASSES
+
+            cls = TOKENIZER_CLASSES.get(family, cls)
+        if family == "marian":  # Marian's files are never a tokenizer.json pipeline
+            has_tokenizer_json = False
         if has_tokenizer_json:
             # Like Transformers: with a tokenizer.json its post-processor is authoritative; only
             # explicit keyword arguments may rebuild it.
@@ -338,7 +360,17 @@ class PreTrainedTokenizerFast:
                 config[key] = value
 
         if has_tokenizer_json:
+            for key, value in FAMILY_DEFAULTS.get(family or "", {}).items():
+                config.setdefault(key, value)  # the Transformers class's defaults
             backend = _load_tokenizer_json(tokenizer_json)
+            if family == "llama":  # Transformers keeps only the vocabulary of a LlamaTokenizer's file
+                from xlagen.tokenization.sentencepiece import llama_from_tokenizer_json
+
+                backend = llama_from_tokenizer_json(
+                    tokenizer_json,
+                    legacy=bool(config.get("legacy", False)),
+                    add_prefix_space=config.get("add_prefix_space"),
+                )
             if "add_prefix_space" not in kwargs:
                 # Transformers only re-applies the config's add_prefix_space when it rebuilds a GPT-2
                 # pipeline (GPT2Tokenizer, default False); other classes keep tokenizer.json's setting.
@@ -346,8 +378,12 @@ class PreTrainedTokenizerFast:
                     config["add_prefix_space"] = bool(config.get("add_prefix_space") or False)
                 else:
                     config.pop("add_prefix_space", None)
+        elif spm_family is not None:
+            backend = build_sentencepiece_backend(directory, spm_family, config)
         elif not has_bpe_files:
             backend = _build_t5_sentencepiece(directory, spiece_model, config, tokenizer_class)
+        elif family == "roberta":
+            backend = build_roberta_bpe(directory, config)
         else:
             backend = _build_gpt2_bpe(directory, bool(config.get("add_prefix_space") or False))
             # Transformers' GPT2Tokenizer defaults; only the GPT-2 family ships bare vocab/merges files.
@@ -365,7 +401,7 @@ class PreTrainedTokenizerFast:
                 )
 
         chat_template = load_chat_template(directory, config.get("chat_template"))
-        init_kwargs = _split_init_kwargs(config, kwargs.keys())
+        init_kwargs = _split_init_kwargs(config, kwargs.keys(), cls._extra_init_keys)
         init_kwargs["added_tokens_decoder"] = added_tokens_decoder
         init_kwargs["name_or_path"] = str(pretrained_model_name_or_path)
         tokenizer = cls._from_backend(backend, **init_kwargs)
@@ -751,6 +787,61 @@ class PreTrainedTokenizerFast:
 
     def __call__(
         self,
+        text: str | Sequence[str] | Sequence[Sequence[str]] | None = None,
+        text_pair: str | Sequence[str] | Sequence[Sequence[str]] | None = None,
+        *,
+        text_target: str | Sequence[str] | Sequence[Sequence[str]] | None = None,
+        text_pair_target: str | Sequence[str] | Sequence[Sequence[str]] | None = None,
+        max_target_length: int | None = None,
+        **kwargs: Any,
+    ) -> BatchEncoding:
+        """Tokenize one text or a batch, with optional padding, truncation and tensor conversion.
+
+        Same semantics as Transformers' fast tokenizers: a single ``str`` gives flat lists (or a batch
+        of one with ``return_tensors``), a list gives one row per text; ``padding=True`` pads to the
+        longest row on ``padding_side``; ``truncation=True`` cuts to ``max_length`` (default
+        ``model_max_length``) on ``truncation_side``; ``return_tensors="tf"`` gives ``tf.int32``
+        tensors and ``"np"`` NumPy int64 arrays. ``text_target`` is encoded as the decoder side of a
+        sequence-to-sequence model (target language code, Marian's target SentencePiece model) and
+        returned as ``labels`` next to ``text``'s encoding, or alone when ``text`` is None.
+        """
+        if text is None and text_target is None:
+            raise _MissingTextError("You need to specify either `text` or `text_target`.")
+        with self._lock:
+            encodings = None
+            if text is not None:
+                self._switch_to_input_mode()
+                encodings = self._encode(text, text_pair, **kwargs)
+            if text_target is None:
+                return encodings
+            try:
+                self._switch_to_target_mode()
+                if max_target_length is not None:
+                    kwargs["max_length"] = max_target_length
+                targets = self._encode(text_target, text_pair_target, **kwargs)
+            finally:
+                self._switch_to_input_mode()
+        if encodings is None:
+            return targets
+        encodings["labels"] = targets["input_ids"]
+        return encodings
+
+    def _switch_to_input_mode(self) -> None:
+        """Set the backend up for encoder inputs (source language); a no-op except for seq2seq tokenizers."""
+
+    def _switch_to_target_mode(self) -> None:
+        """Set the backend up for ``text_target`` (target language); a no-op except for seq2seq tokenizers."""
+
+    def _encode_batch(
+        self, inputs: list[Any], add_special_tokens: bool, is_split_into_words: bool
+    ) -> list[Any]:
+        """Encode texts (or ``(text, pair)`` tuples) into ``tokenizers.Encoding`` objects with the backend."""
+        return self._tokenizer.encode_batch(
+            inputs, add_special_tokens=add_special_tokens, is_pretokenized=is_split_into_words
+        )
+
+    def _encode(
+        self,
         text: str | Sequence[str] | Sequence[Sequence[str]],
         text_pair: str | Sequence[str] | Sequence[Sequence[str]] | None = None,
         *,
@@ -770,14 +861,7 @@ class PreTrainedTokenizerFast:
         split_special_tokens: bool | None = None,
         verbose: bool = True,
     ) -> BatchEncoding:
-        """Tokenize one text or a batch, with optional padding, truncation and tensor conversion.
-
-        Same semantics as Transformers' fast tokenizers: a single ``str`` gives flat lists (or a batch
-        of one with ``return_tensors``), a list gives one row per text; ``padding=True`` pads to the
-        longest row on ``padding_side``; ``truncation=True`` cuts to ``max_length`` (default
-        ``model_max_length``) on ``truncation_side``; ``return_tensors="tf"`` gives ``tf.int32``
-        tensors and ``"np"`` NumPy int64 arrays.
-        """
+        """:meth:`__call__` for one side (``text`` and its optional pair)."""
         tensor_type = _check_return_tensors(return_tensors)
         side = _check_side("padding_side", padding_side) if padding_side is not None else self.padding_side
         padding_strategy, truncation_strategy, max_length = self._resolve_strategies(
@@ -813,11 +897,7 @@ class PreTrainedTokenizerFast:
             self._tokenizer.encode_special_tokens = bool(split_special_tokens)
             try:
                 encodings = (
-                    self._tokenizer.encode_batch(
-                        inputs, add_special_tokens=add_special_tokens, is_pretokenized=is_split_into_words
-                    )
-                    if inputs
-                    else []
+                    self._encode_batch(inputs, add_special_tokens, is_split_into_words) if inputs else []
                 )
             except Exception as err:  # the Rust side raises bare Exceptions (e.g. impossible truncation)
                 if type(err) is not Exception:

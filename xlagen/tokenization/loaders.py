@@ -1,4 +1,9 @@
-"""Building a ``tokenizers.Tokenizer`` from checkpoint files (``tokenizer.json``, GPT-2 ``vocab.json`` + ``merges.txt``, T5 SentencePiece) and reading ``tokenizer_config.json`` into init arguments."""
+"""Building a ``tokenizers.Tokenizer`` from checkpoint files (``tokenizer.json``, GPT-2 ``vocab.json`` + ``merges.txt``, SentencePiece models of T5, Llama, mBART, NLLB and Marian) and reading ``tokenizer_config.json`` into init arguments.
+
+:func:`tokenizer_family` decides which pipeline a directory needs (from ``tokenizer_class`` in
+``tokenizer_config.json`` or ``model_type`` in ``config.json``); :func:`build_sentencepiece_backend`
+builds the families that ship only SentencePiece files.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers
-from tokenizers.models import BPE
+from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, processors
+from tokenizers.models import BPE, WordLevel
 
 from xlagen.tokenization.utils import (
     _T5_MODEL_TYPES,
@@ -102,6 +107,174 @@ def _build_t5_sentencepiece(
     return backend
 
 
+# tokenizer_class (without "Fast") -> family, and model_type -> family when there is no tokenizer_class.
+_FAMILY_BY_CLASS = {
+    "MarianTokenizer": "marian",
+    "MBartTokenizer": "mbart",
+    "MBart50Tokenizer": "mbart50",
+    "NllbTokenizer": "nllb",
+    "LlamaTokenizer": "llama",
+    "RobertaTokenizer": "roberta",
+    "BartTokenizer": "roberta",
+    **dict.fromkeys(_T5_TOKENIZER_CLASSES, "t5"),
+}
+_FAMILY_BY_MODEL_TYPE = {
+    "marian": "marian",
+    "mbart": "mbart",
+    "llama": "llama",
+    "mistral": "llama",
+    "roberta": "roberta",
+    "bart": "roberta",
+    **dict.fromkeys(_T5_MODEL_TYPES, "t5"),
+}
+# The SentencePiece file each family ships instead of a tokenizer.json.
+SENTENCEPIECE_FILES = {
+    "marian": ("source.spm", "target.spm"),
+    "mbart": ("sentencepiece.bpe.model",),
+    "mbart50": ("sentencepiece.bpe.model",),
+    "nllb": ("sentencepiece.bpe.model",),
+    "llama": ("tokenizer.model",),
+    "t5": (_T5_SPIECE_FILE,),
+}
+# Class-level defaults of the Transformers tokenizer of each family (before tokenizer_config.json).
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "marian": {"unk_token": "<unk>", "eos_token": "</s>", "pad_token": "<pad>", "model_max_length": 512},
+    "mbart": {
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "sep_token": "</s>",
+        "cls_token": "<s>",
+        "unk_token": "<unk>",
+        "pad_token": "<pad>",
+        "mask_token": "<mask>",
+    },
+    "mbart50": {
+        "eos_token": "</s>",
+        "sep_token": "</s>",
+        "cls_token": "<s>",
+        "unk_token": "<unk>",
+        "pad_token": "<pad>",
+        "mask_token": "<mask>",
+    },
+    "llama": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "padding_side": "left"},
+}
+FAMILY_DEFAULTS["nllb"] = dict(FAMILY_DEFAULTS["mbart"])
+FAMILY_DEFAULTS["roberta"] = dict(FAMILY_DEFAULTS["mbart"])
+
+
+def build_roberta_bpe(directory: Path, config: dict[str, Any]) -> Tokenizer:
+    """BART / RoBERTa from ``vocab.json`` + ``merges.txt``: GPT-2's byte-level BPE framed as ``<s> $A </s>``
+    (``<s> $A </s></s> $B </s>`` for pairs) by ``RobertaProcessing``, as Transformers 5's ``RobertaTokenizer``."""
+    for key, value in FAMILY_DEFAULTS["roberta"].items():
+        config.setdefault(key, value)
+    add_prefix_space = bool(config.get("add_prefix_space") or False)
+    backend = _build_gpt2_bpe(directory, add_prefix_space)
+    sep, cls = str(config["sep_token"]), str(config["cls_token"])
+    ids = {token: backend.token_to_id(token) for token in (sep, cls)}
+    if None in ids.values():
+        missing = [token for token, index in ids.items() if index is None]
+        raise ValueError(
+            f"{str(directory / VOCAB_FILE)!r} lacks the BART/RoBERTa special token(s) {missing}."
+        )
+    backend.post_processor = processors.RobertaProcessing(
+        (sep, ids[sep]),
+        (cls, ids[cls]),
+        trim_offsets=bool(config.get("trim_offsets", True)),
+        add_prefix_space=add_prefix_space,
+    )
+    return backend
+
+
+def _model_type(directory: Path) -> str | None:
+    """``model_type`` from the directory's ``config.json`` (None without one)."""
+    if not (directory / "config.json").is_file():
+        return None
+    model_config = _read_json(directory / "config.json", "model config")
+    return model_config.get("model_type") if isinstance(model_config, dict) else None
+
+
+def tokenizer_family(directory: Path, tokenizer_class: str | None) -> str | None:
+    """The tokenizer family of a checkpoint ("marian", "mbart", "mbart50", "nllb", "llama", "t5"), or None.
+
+    ``tokenizer_class`` decides when set; otherwise ``model_type`` in ``config.json`` (NLLB checkpoints
+    say ``m2m_100`` there and name ``NllbTokenizer`` in their tokenizer config).
+    """
+    if tokenizer_class:
+        return _FAMILY_BY_CLASS.get(tokenizer_class.removesuffix("Fast"))
+    return _FAMILY_BY_MODEL_TYPE.get(_model_type(directory) or "")
+
+
+def build_sentencepiece_backend(directory: Path, family: str, config: dict[str, Any]) -> Tokenizer:
+    """The backend of a ``family`` checkpoint that ships only SentencePiece files (Transformers 5's
+    conversion); fills ``config`` with the family's defaults. ValueError names a missing file."""
+    missing = [name for name in SENTENCEPIECE_FILES[family] if not (directory / name).is_file()]
+    if family == "marian" and not (directory / VOCAB_FILE).is_file():
+        missing.append(VOCAB_FILE)
+    if missing:
+        raise ValueError(
+            f"{str(directory)!r} is a {family} tokenizer without {TOKENIZER_FILE} and lacks "
+            f"{', '.join(missing)}; it needs {' + '.join(SENTENCEPIECE_FILES[family])}"
+            f"{' + ' + VOCAB_FILE if family == 'marian' else ''}."
+        )
+    for key, value in FAMILY_DEFAULTS.get(family, {}).items():
+        config.setdefault(key, value)
+    from xlagen.tokenization import sentencepiece as spm
+
+    model = directory / SENTENCEPIECE_FILES[family][0]
+    if family == "t5":
+        return _build_t5_sentencepiece(directory, model, config, "T5Tokenizer")
+    if family == "llama":
+        return spm.convert_llama_sentencepiece(
+            model, legacy=bool(config.get("legacy", False)), add_prefix_space=config.get("add_prefix_space")
+        )
+    if family in ("mbart", "mbart50", "nllb"):
+        first = "cls_token" if family == "mbart50" else "bos_token"
+        special = tuple(str(config[key]) for key in (first, "pad_token", "eos_token", "unk_token"))
+    if family in ("mbart", "mbart50"):
+        return spm.convert_mbart_sentencepiece(
+            model,
+            language_codes=spm.MBART_LANGUAGE_CODES if family == "mbart" else spm.MBART50_LANGUAGE_CODES,
+            charsmap_normalizer=family == "mbart50",
+            special_tokens=special,
+            mask_token=str(config["mask_token"]),
+        )
+    if family == "nllb":
+        return spm.convert_nllb_sentencepiece(model, special_tokens=special)
+    config["source_spm"] = str(directory / "source.spm")
+    config["target_spm"] = str(directory / "target.spm")
+    config["source_vocab_file"] = str(directory / VOCAB_FILE)
+    config.pop("target_vocab_file", None)
+    if (directory / "target_vocab.json").is_file():
+        config["target_vocab_file"] = str(directory / "target_vocab.json")
+    return build_marian_backend(directory / VOCAB_FILE, str(config["unk_token"]))
+
+
+def build_marian_backend(
+    vocab_path: Path, unk_token: str, overrides: Mapping[str, int] | None = None
+) -> Tokenizer:
+    """Marian's id lookup: a word-level model over ``vocab.json``, fed with SentencePiece pieces.
+
+    The pieces come from the ``sentencepiece`` library (as in Transformers' ``MarianTokenizer``), so the
+    backend only maps each piece to its id (unknown pieces to ``unk_token``) and adds special tokens.
+    ``overrides`` fixes the ids of some tokens (the source side's added tokens in a target vocabulary).
+    """
+    vocab = _marian_vocab(vocab_path)
+    vocab.update(overrides or {})
+    if unk_token not in vocab:
+        raise ValueError(
+            f"The unknown token {unk_token!r} is not in the Marian vocabulary {str(vocab_path)!r}."
+        )
+    return Tokenizer(WordLevel(vocab, unk_token=unk_token))
+
+
+def _marian_vocab(vocab_path: Path) -> dict[str, int]:
+    """A Marian ``vocab.json`` / ``target_vocab.json``: piece -> id."""
+    vocab = _read_json(vocab_path, "vocabulary")
+    if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
+        raise ValueError(f"{str(vocab_path)!r} must map token strings to integer ids.")
+    return vocab
+
+
 _INIT_KEYS = frozenset(
     {
         *SPECIAL_TOKENS_ATTRIBUTES,
@@ -125,6 +298,7 @@ _SILENT_CONFIG_KEYS = frozenset(
         "added_tokens_decoder",
         "backend",
         "errors",
+        "trim_offsets",
         "extra_ids",
         "legacy",
         "name_or_path",
@@ -148,21 +322,25 @@ _SILENT_CONFIG_KEYS = frozenset(
 )
 
 
-def _split_init_kwargs(config: dict[str, Any], user_keys: Iterable[str] = ()) -> dict[str, Any]:
+def _split_init_kwargs(
+    config: dict[str, Any], user_keys: Iterable[str] = (), extra_keys: Iterable[str] = ()
+) -> dict[str, Any]:
     """Keep the config entries xlagen understands; other ``*_token`` entries become extra special tokens.
 
-    Options xlagen does not know are dropped (with a warning when the caller passed them explicitly,
-    as they are most likely typos or features that are not supported).
+    ``extra_keys`` are the options of a tokenizer subclass (``src_lang``...). Options xlagen does not know
+    are dropped (with a warning when the caller passed them explicitly, as they are most likely typos or
+    features that are not supported).
     """
     user_keys = set(user_keys)
-    init = {key: config[key] for key in _INIT_KEYS if key in config}
+    known = _INIT_KEYS | frozenset(extra_keys)
+    init = {key: config[key] for key in known if key in config}
     if "model_max_length" not in init and config.get("max_len") is not None:
         init["model_max_length"] = config["max_len"]
     if init.get("model_max_length") is not None:
         init["model_max_length"] = int(init["model_max_length"])
     model_specific: list[TokenLike] = []
     for key, value in config.items():
-        if key in _INIT_KEYS or key in _SILENT_CONFIG_KEYS:
+        if key in known or key in _SILENT_CONFIG_KEYS:
             continue
         if key.endswith("_token") and isinstance(value, (str, AddedToken, Mapping)):
             # model-specific named special tokens (e.g. "image_token"): kept as extra special tokens

@@ -1,7 +1,9 @@
-"""Convert a T5-style SentencePiece Unigram model (``spiece.model``) into a ``tokenizers.Tokenizer``.
+"""Convert SentencePiece models (T5 ``spiece.model``, Llama ``tokenizer.model``, mBART / NLLB
+``sentencepiece.bpe.model``) into ``tokenizers.Tokenizer`` pipelines, as Transformers 5 does.
 
-T5 checkpoints often ship only ``spiece.model``; Transformers then builds its fast tokenizer with
-its ``T5Converter``. This module rebuilds the same pipeline without Transformers:
+Checkpoints often ship only the SentencePiece file; Transformers then builds its fast tokenizer from
+the pieces and scores with a per-model pipeline. This module rebuilds the same pipelines without
+Transformers. T5 (:func:`convert_t5_sentencepiece`):
 
 * model: ``Unigram`` over the SentencePiece pieces and scores, followed by the ``extra_ids`` sentinel
   tokens ``<extra_id_{extra_ids-1}>`` ... ``<extra_id_0>`` (score 0), so ``<extra_id_0>`` gets the last id;
@@ -13,19 +15,38 @@ its ``T5Converter``. This module rebuilds the same pipeline without Transformers
 
 Control pieces (``<pad>``, ``</s>``) become special added tokens, user-defined pieces non-special added
 tokens, as in Transformers. Only Unigram models are supported; BPE, word and char models raise.
-The ``sentencepiece`` package (with ``protobuf``) is needed only to parse the model file.
+
+Llama / Mistral (:func:`convert_llama_sentencepiece`), mBART and mBART-50
+(:func:`convert_mbart_sentencepiece`) and NLLB (:func:`convert_nllb_sentencepiece`) follow the
+``__init__`` pipelines of Transformers 5's ``LlamaTokenizer``, ``MBartTokenizer``, ``MBart50Tokenizer``
+and ``NllbTokenizer`` fed by its SentencePiece extractor (vocabulary reordered to fairseq's layout,
+BPE merges regenerated from the vocabulary). The ``sentencepiece`` package (with ``protobuf``) is needed
+only to parse the model file.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
-from tokenizers.models import Unigram
+from tokenizers.models import BPE, Unigram
 
-__all__ = ["convert_t5_sentencepiece", "load_sentencepiece_proto", "t5_sentinel_tokens"]
+__all__ = [
+    "MBART50_LANGUAGE_CODES",
+    "MBART_LANGUAGE_CODES",
+    "NLLB_LANGUAGE_CODES",
+    "convert_llama_sentencepiece",
+    "convert_mbart_sentencepiece",
+    "convert_nllb_sentencepiece",
+    "convert_t5_sentencepiece",
+    "generate_merges",
+    "llama_from_tokenizer_json",
+    "load_sentencepiece_proto",
+    "t5_sentinel_tokens",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -130,4 +151,216 @@ def convert_t5_sentencepiece(
         pair=["$A", eos_token, "$B", eos_token],
         special_tokens=[(eos_token, eos_id)],
     )
+    return tokenizer
+
+
+# --------------------------------------------------------------------------------------------------
+# Llama / mBART / NLLB
+# --------------------------------------------------------------------------------------------------
+
+MBART_LANGUAGE_CODES = (
+    "ar_AR cs_CZ de_DE en_XX es_XX et_EE fi_FI fr_XX gu_IN hi_IN it_IT ja_XX kk_KZ ko_KR lt_LT lv_LV "
+    "my_MM ne_NP nl_XX ro_RO ru_RU si_LK tr_TR vi_VN zh_CN"
+).split()
+MBART50_LANGUAGE_CODES = (
+    MBART_LANGUAGE_CODES
+    + (
+        "af_ZA az_AZ bn_IN fa_IR he_IL hr_HR id_ID ka_GE km_KH mk_MK ml_IN mn_MN mr_IN pl_PL ps_AF pt_XX "
+        "sv_SE sw_KE ta_IN te_IN th_TH tl_XX uk_UA ur_PK xh_ZA gl_ES sl_SI"
+    ).split()
+)
+NLLB_LANGUAGE_CODES = (
+    "ace_Arab ace_Latn acm_Arab acq_Arab aeb_Arab afr_Latn ajp_Arab aka_Latn amh_Ethi apc_Arab arb_Arab "
+    "ars_Arab ary_Arab arz_Arab asm_Beng ast_Latn awa_Deva ayr_Latn azb_Arab azj_Latn bak_Cyrl bam_Latn "
+    "ban_Latn bel_Cyrl bem_Latn ben_Beng bho_Deva bjn_Arab bjn_Latn bod_Tibt bos_Latn bug_Latn bul_Cyrl "
+    "cat_Latn ceb_Latn ces_Latn cjk_Latn ckb_Arab crh_Latn cym_Latn dan_Latn deu_Latn dik_Latn dyu_Latn "
+    "dzo_Tibt ell_Grek eng_Latn epo_Latn est_Latn eus_Latn ewe_Latn fao_Latn pes_Arab fij_Latn fin_Latn "
+    "fon_Latn fra_Latn fur_Latn fuv_Latn gla_Latn gle_Latn glg_Latn grn_Latn guj_Gujr hat_Latn hau_Latn "
+    "heb_Hebr hin_Deva hne_Deva hrv_Latn hun_Latn hye_Armn ibo_Latn ilo_Latn ind_Latn isl_Latn ita_Latn "
+    "jav_Latn jpn_Jpan kab_Latn kac_Latn kam_Latn kan_Knda kas_Arab kas_Deva kat_Geor knc_Arab knc_Latn "
+    "kaz_Cyrl kbp_Latn kea_Latn khm_Khmr kik_Latn kin_Latn kir_Cyrl kmb_Latn kon_Latn kor_Hang kmr_Latn "
+    "lao_Laoo lvs_Latn lij_Latn lim_Latn lin_Latn lit_Latn lmo_Latn ltg_Latn ltz_Latn lua_Latn lug_Latn "
+    "luo_Latn lus_Latn mag_Deva mai_Deva mal_Mlym mar_Deva min_Latn mkd_Cyrl plt_Latn mlt_Latn mni_Beng "
+    "khk_Cyrl mos_Latn mri_Latn zsm_Latn mya_Mymr nld_Latn nno_Latn nob_Latn npi_Deva nso_Latn nus_Latn "
+    "nya_Latn oci_Latn gaz_Latn ory_Orya pag_Latn pan_Guru pap_Latn pol_Latn por_Latn prs_Arab pbt_Arab "
+    "quy_Latn ron_Latn run_Latn rus_Cyrl sag_Latn san_Deva sat_Beng scn_Latn shn_Mymr sin_Sinh slk_Latn "
+    "slv_Latn smo_Latn sna_Latn snd_Arab som_Latn sot_Latn spa_Latn als_Latn srd_Latn srp_Cyrl ssw_Latn "
+    "sun_Latn swe_Latn swh_Latn szl_Latn tam_Taml tat_Cyrl tel_Telu tgk_Cyrl tgl_Latn tha_Thai tir_Ethi "
+    "taq_Latn taq_Tfng tpi_Latn tsn_Latn tso_Latn tuk_Latn tum_Latn tur_Latn twi_Latn tzm_Tfng uig_Arab "
+    "ukr_Cyrl umb_Latn urd_Arab uzn_Latn vec_Latn vie_Latn war_Latn wol_Latn xho_Latn ydd_Hebr yor_Latn "
+    "yue_Hant zho_Hans zho_Hant zul_Latn"
+).split()
+
+
+def generate_merges(vocab: dict[str, int]) -> list[tuple[str, str]]:
+    """BPE merges rebuilt from a vocabulary alone, ranked by the merged piece's id (Transformers'
+    ``generate_merges`` without scores), so SentencePiece BPE models load as ``tokenizers`` BPE."""
+    merges: list[tuple[str, str, int]] = []
+    for piece, rank in vocab.items():
+        local = [
+            (piece[:i], piece[i:], rank)
+            for i in range(1, len(piece))
+            if piece[:i] in vocab and piece[i:] in vocab
+        ]
+        local.sort(key=lambda m: (vocab[m[0]], vocab[m[1]]))
+        merges.extend(local)
+    merges.sort(key=lambda m: (m[2], len(m[0]), len(m[1])))
+    return [(left, right) for left, right, _ in merges]
+
+
+def sentencepiece_added_tokens(proto: Any) -> list[AddedToken]:
+    """Control pieces as special and user-defined pieces as normal added tokens (SentencePiece order)."""
+    return [
+        AddedToken(piece.piece, normalized=False, special=piece.type == _CONTROL)
+        for piece in proto.pieces
+        if piece.type in (_CONTROL, _USER_DEFINED)
+    ]
+
+
+def _charsmap_normalizer(proto: Any) -> normalizers.Normalizer | None:
+    """The precompiled character map followed by runs of spaces collapsed (mBART-50 and NLLB)."""
+    charsmap = proto.normalizer_spec.precompiled_charsmap
+    steps: list[normalizers.Normalizer] = [normalizers.Replace(Regex(" {2,}"), " ")]
+    if charsmap:
+        steps.insert(0, normalizers.Precompiled(charsmap))
+    return normalizers.Sequence(steps)
+
+
+def convert_llama_sentencepiece(
+    path: str | os.PathLike, *, legacy: bool = False, add_prefix_space: bool | None = None
+) -> Tokenizer:
+    """Llama / Mistral fast tokenizer from ``tokenizer.model`` (Transformers 5's ``LlamaTokenizer``).
+
+    BPE over the SentencePiece pieces with byte fallback and merges regenerated from the vocabulary; no
+    normalizer; ``Metaspace`` adds ``▁`` to the first chunk only (``legacy=False``), to every chunk
+    between added tokens (``legacy=True``) or never (``add_prefix_space=False``). The post-processor is
+    left to the tokenizer (``add_bos_token`` / ``add_eos_token``).
+    """
+    proto = load_sentencepiece_proto(path)
+    vocab = {piece.piece: index for index, piece in enumerate(proto.pieces)}
+    tokenizer = Tokenizer(
+        BPE(vocab=vocab, merges=generate_merges(vocab), fuse_unk=True, byte_fallback=True, dropout=None)
+    )
+    added = sentencepiece_added_tokens(proto)
+    if added:
+        tokenizer.add_tokens(added)
+    set_llama_pipeline(tokenizer, legacy=legacy, add_prefix_space=add_prefix_space)
+    return tokenizer
+
+
+def set_llama_pipeline(
+    tokenizer: Tokenizer, *, legacy: bool = False, add_prefix_space: bool | None = None
+) -> None:
+    """Give ``tokenizer`` Transformers 5's ``LlamaTokenizer`` pre-tokenizer, decoder and no normalizer.
+
+    Transformers applies this pipeline to every ``LlamaTokenizer`` checkpoint, also over the one a
+    ``tokenizer.json`` stores (only its vocabulary, merges, added tokens and post-processor are kept).
+    """
+    add_prefix_space = True if add_prefix_space is None else bool(add_prefix_space)
+    prepend_scheme = ("always" if legacy else "first") if add_prefix_space else "never"
+    tokenizer.normalizer = None
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(
+        replacement=_SPACE, prepend_scheme=prepend_scheme, split=False
+    )
+    steps = [decoders.Replace(_SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
+    if add_prefix_space:
+        steps.append(decoders.Strip(content=" ", left=1, right=0))
+    tokenizer.decoder = decoders.Sequence(steps)
+
+
+def llama_from_tokenizer_json(
+    path: str | os.PathLike, *, legacy: bool = False, add_prefix_space: bool | None = None
+) -> Tokenizer:
+    """A ``LlamaTokenizer``'s ``tokenizer.json`` loaded as Transformers 5 does: its BPE vocabulary and
+    merges with byte fallback and no unknown token, then :func:`set_llama_pipeline`."""
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    model = data.get("model") or {}
+    if model.get("type") != "BPE" or "ByteLevel" in json.dumps(
+        [data.get("pre_tokenizer"), data.get("decoder")]
+    ):
+        return Tokenizer.from_str(json.dumps(data))  # not a SentencePiece-BPE export: keep it as stored
+    model.update(
+        unk_token=None,
+        fuse_unk=True,
+        byte_fallback=True,
+        dropout=None,
+        continuing_subword_prefix=None,
+        end_of_word_suffix=None,
+        ignore_merges=False,
+    )
+    tokenizer = Tokenizer.from_str(json.dumps(data))
+    set_llama_pipeline(tokenizer, legacy=legacy, add_prefix_space=add_prefix_space)
+    return tokenizer
+
+
+def convert_mbart_sentencepiece(
+    path: str | os.PathLike,
+    *,
+    language_codes: list[str],
+    charsmap_normalizer: bool,
+    special_tokens: tuple[str, str, str, str] = ("<s>", "<pad>", "</s>", "<unk>"),
+    mask_token: str = "<mask>",
+) -> Tokenizer:
+    """mBART (``charsmap_normalizer=False``) or mBART-50 fast tokenizer from ``sentencepiece.bpe.model``.
+
+    As Transformers 5 does, the pieces (with their scores) become a Unigram model in fairseq's layout:
+    ``special_tokens`` (bos, pad, eos, unk) take ids 0-3, SentencePiece's own pieces follow from id 4
+    (the fairseq offset of one), then ``language_codes`` and ``mask_token``. Added tokens are left to the
+    tokenizer, which registers its special tokens.
+    """
+    proto = load_sentencepiece_proto(path)
+    vocab = [(token, 0.0) for token in special_tokens]
+    vocab += [(piece.piece, float(piece.score)) for piece in list(proto.pieces)[3:]]
+    vocab += [(code, 0.0) for code in language_codes]
+    vocab.append((mask_token, 0.0))
+    tokenizer = Tokenizer(Unigram(vocab, unk_id=3, byte_fallback=False))
+    if charsmap_normalizer:
+        tokenizer.normalizer = _charsmap_normalizer(proto)
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(
+            replacement=_SPACE, prepend_scheme="always", split=True
+        )
+    else:
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.WhitespaceSplit(),
+                pre_tokenizers.Metaspace(replacement=_SPACE, prepend_scheme="always", split=True),
+            ]
+        )
+    tokenizer.decoder = decoders.Metaspace(replacement=_SPACE, prepend_scheme="always", split=True)
+    return tokenizer
+
+
+def convert_nllb_sentencepiece(
+    path: str | os.PathLike,
+    *,
+    special_tokens: tuple[str, str, str, str] = ("<s>", "<pad>", "</s>", "<unk>"),
+) -> Tokenizer:
+    """NLLB fast tokenizer from ``sentencepiece.bpe.model`` (Transformers 5's ``NllbTokenizer``).
+
+    BPE with ``special_tokens`` (bos, pad, eos, unk) at ids 0-3 and the other pieces after them in
+    SentencePiece order, merges regenerated from SentencePiece's own ids; character-map normalizer and
+    ``Metaspace``. Language codes and the mask token are added tokens, registered by the tokenizer.
+    """
+    proto = load_sentencepiece_proto(path)
+    spm_vocab = {piece.piece: index for index, piece in enumerate(proto.pieces)}
+    vocab = {token: index for index, token in enumerate(special_tokens)}
+    for piece in spm_vocab:
+        vocab.setdefault(piece, len(vocab))
+    tokenizer = Tokenizer(
+        BPE(
+            vocab=vocab,
+            merges=generate_merges(spm_vocab),
+            unk_token=special_tokens[3],
+            fuse_unk=True,
+            byte_fallback=False,
+            dropout=None,
+        )
+    )
+    if proto.normalizer_spec.precompiled_charsmap:
+        tokenizer.normalizer = _charsmap_normalizer(proto)
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(
+        replacement=_SPACE, prepend_scheme="always", split=True
+    )
+    tokenizer.decoder = decoders.Metaspace(replacement=_SPACE, prepend_scheme="always", split=True)
     return tokenizer

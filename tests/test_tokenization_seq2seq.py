@@ -1,0 +1,371 @@
+"""Tokenizers of checkpoints that ship SentencePiece files: Marian, mBART, mBART-50, NLLB, Llama / Mistral.
+
+Small real SentencePiece models are trained here on English/German text, put in directories the way
+the hub repositories ship them (no ``tokenizer.json``) and the way Transformers 5's ``save_pretrained``
+writes them, and xlagen's ``AutoTokenizer`` must agree with Transformers' ``AutoTokenizer`` on ids,
+``text_target`` labels, padded batches, decoding and special tokens.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xlagen.tokenization import (
+    AutoTokenizer,
+    LlamaTokenizer,
+    MarianTokenizer,
+    MBart50Tokenizer,
+    MBartTokenizer,
+    NllbTokenizer,
+)
+from xlagen.tokenization.sentencepiece import NLLB_LANGUAGE_CODES
+
+spm = pytest.importorskip("sentencepiece")
+transformers = pytest.importorskip("transformers")
+
+ENGLISH = [
+    "TensorFlow is an end-to-end open source platform for machine learning.",
+    "The quick brown fox jumps over the lazy dog. Hello world!",
+    "Numbers like 3.14159, 2024 and 1,000,000 appear in reports every quarter.",
+    "She sells sea shells by the sea shore; isn't it nice? Yes!",
+    "Café naïve façade, résumé: 100% of €5 😀 emojis 🚀.",
+    "Where is the train station? How old are you?",
+]
+GERMAN = [
+    "Die schnelle braune Füchsin springt über den faulen Hund.",
+    "Maschinelles Lernen ist großartig, nicht wahr? Ja!",
+    "Zahlen wie 3,14159 und 2024 erscheinen in Berichten. Straße, Äpfel, Öl.",
+    "Wo ist der Bahnhof? Wie alt bist du? 😀",
+    "Grüße aus München: Übermorgen regnet es wahrscheinlich.",
+]
+TEXTS = [
+    "",
+    " ",
+    "Hello world!",
+    "  Die  schnelle <mask> Füchsin 😀 springt ",
+    "a </s> b",
+    "x<unk>y<pad>z",
+    "ja\nnein\tok",
+    ">>de<< Hello 2",
+    "Numbers 1,000,000 and 3.14",
+    "Ünïcödé café naïve 日本語 ✓ ½ ﬁ",
+    "Where is the train station? How old are you?",
+    "zzqxj unknown-ish ∑ ☃",
+]
+
+
+def _train(prefix: Path, corpus: list[str], **options: Any) -> Path:
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus * 20),
+        model_prefix=str(prefix),
+        hard_vocab_limit=False,
+        character_coverage=1.0,
+        minloglevel=2,
+        **options,
+    )
+    Path(f"{prefix}.vocab").unlink()
+    return Path(f"{prefix}.model")
+
+
+def _write_config(directory: Path, config: dict[str, Any]) -> Path:
+    (directory / "tokenizer_config.json").write_text(json.dumps(config), "utf-8")
+    return directory
+
+
+def _marian(directory: Path, separate_vocabs: bool = False) -> Path:
+    directory.mkdir()
+    vocabs = []
+    for side, corpus in (("source", ENGLISH), ("target", GERMAN)):
+        model = _train(
+            directory / side,
+            corpus,
+            vocab_size=250,
+            model_type="unigram",
+            unk_id=1,
+            eos_id=0,
+            bos_id=-1,
+            pad_id=-1,
+        )
+        model.rename(directory / f"{side}.spm")
+        proto = spm.SentencePieceProcessor(model_file=str(directory / f"{side}.spm"))
+        vocabs.append([proto.id_to_piece(i) for i in range(proto.get_piece_size())])
+    pieces = list(dict.fromkeys(vocabs[0] + vocabs[1]))
+    del pieces[40:43]  # pieces missing from vocab.json must become <unk>
+    vocab = {piece: index for index, piece in enumerate(pieces)}
+    vocab["<pad>"] = len(vocab)
+    config = {"source_lang": "en", "target_lang": "de", "tokenizer_class": "MarianTokenizer"}
+    if separate_vocabs:
+        source = {p: i for i, p in enumerate(["</s>", "<unk>", *vocabs[0][2:], "<pad>"])}
+        target = {p: i for i, p in enumerate(["</s>", "<unk>", *vocabs[1][2:], "<pad>"])}
+        vocab = source
+        (directory / "target_vocab.json").write_text(json.dumps(target, ensure_ascii=False), "utf-8")
+        config["separate_vocabs"] = True
+    (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), "utf-8")
+    return _write_config(directory, config)
+
+
+def _fairseq(directory: Path, tokenizer_class: str, config: dict[str, Any]) -> Path:
+    directory.mkdir()
+    _train(directory / "sentencepiece.bpe", ENGLISH + GERMAN, vocab_size=300, model_type="bpe")
+    return _write_config(directory, {"tokenizer_class": tokenizer_class, "model_max_length": 1024, **config})
+
+
+def _llama(directory: Path, config: dict[str, Any]) -> Path:
+    directory.mkdir()
+    _train(directory / "tokenizer", ENGLISH + GERMAN, vocab_size=400, model_type="bpe", byte_fallback=True)
+    base = {
+        "tokenizer_class": "LlamaTokenizer",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+    }
+    return _write_config(directory, {**base, **config})
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Hub-style directories (SentencePiece files only) and their Transformers 5 ``save_pretrained`` copies."""
+    root = tmp_path_factory.mktemp("seq2seq_tokenizers")
+    dirs = {
+        "marian": _marian(root / "marian"),
+        "marian_separate": _marian(root / "marian_separate", separate_vocabs=True),
+        "mbart": _fairseq(root / "mbart", "MBartTokenizer", {"src_lang": "en_XX", "tgt_lang": "ro_RO"}),
+        "mbart50": _fairseq(root / "mbart50", "MBart50Tokenizer", {"src_lang": "en_XX", "tgt_lang": "de_DE"}),
+        "nllb": _fairseq(
+            root / "nllb",
+            "NllbTokenizer",
+            {
+                "src_lang": "eng_Latn",
+                "tgt_lang": "deu_Latn",
+                "additional_special_tokens": NLLB_LANGUAGE_CODES,
+            },
+        ),
+        "llama": _llama(root / "llama", {"add_bos_token": True, "add_eos_token": False, "legacy": False}),
+        "llama_legacy": _llama(
+            root / "llama_legacy", {"add_bos_token": True, "add_eos_token": True, "legacy": True}
+        ),
+        "llama_no_prefix": _llama(
+            root / "llama_no_prefix", {"add_bos_token": True, "add_prefix_space": False}
+        ),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in ("marian", "mbart", "mbart50", "nllb", "llama", "llama_legacy"):
+            saved = root / f"{name}_saved"
+            transformers.AutoTokenizer.from_pretrained(dirs[name]).save_pretrained(saved)
+            dirs[f"{name}_saved"] = saved
+    return dirs
+
+
+def _load_both(path: Path, **kwargs: Any) -> tuple[Any, Any]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return AutoTokenizer.from_pretrained(path, **kwargs), transformers.AutoTokenizer.from_pretrained(
+            path, **kwargs
+        )
+
+
+ALL = [
+    "marian",
+    "marian_separate",
+    "mbart",
+    "mbart50",
+    "nllb",
+    "llama",
+    "llama_legacy",
+    "llama_no_prefix",
+    "marian_saved",
+    "mbart_saved",
+    "mbart50_saved",
+    "nllb_saved",
+    "llama_saved",
+    "llama_legacy_saved",
+]
+CLASSES = {
+    "marian": MarianTokenizer,
+    "mbart": MBartTokenizer,
+    "mbart50": MBart50Tokenizer,
+    "nllb": NllbTokenizer,
+    "llama": LlamaTokenizer,
+}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_matches_transformers(checkpoints: dict[str, Path], name: str) -> None:
+    ours, theirs = _load_both(checkpoints[name])
+    family = name.split("_")[0]
+    assert isinstance(ours, CLASSES[family]) and type(ours).__name__ == type(theirs).__name__
+    assert ours.special_tokens_map == theirs.special_tokens_map
+    assert sorted(ours.all_special_tokens) == sorted(theirs.all_special_tokens)
+    assert (ours.vocab_size, len(ours), ours.padding_side) == (
+        theirs.vocab_size,
+        len(theirs),
+        theirs.padding_side,
+    )
+    for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id", "mask_token_id"):
+        assert getattr(ours, attr) == getattr(theirs, attr, None), attr
+    for text in TEXTS:
+        expected = theirs(text)
+        assert ours(text).input_ids == expected.input_ids, text
+        assert ours(text_target=text).input_ids == theirs(text_target=text).input_ids, text
+        # With separate vocabularies Transformers decodes with the target side only (source ids may not exist).
+        decodable = [theirs(text_target=text).input_ids]
+        if name != "marian_separate":
+            decodable.append(expected.input_ids)
+        for ids in decodable:
+            for skip in (False, True):
+                assert ours.decode(ids, skip_special_tokens=skip) == theirs.decode(
+                    ids, skip_special_tokens=skip
+                )
+        if family != "nllb" or name == "nllb_saved":
+            assert ours.tokenize(text) == theirs.tokenize(text), text
+    assert ours.convert_ids_to_tokens(list(range(12))) == theirs.convert_ids_to_tokens(list(range(12)))
+    assert ours("Hello", "world").input_ids == theirs("Hello", "world").input_ids
+
+
+@pytest.mark.parametrize(
+    "name", ["marian", "mbart", "mbart50", "nllb", "llama", "marian_saved", "nllb_saved"]
+)
+def test_padded_batches_and_labels_match_transformers(checkpoints: dict[str, Path], name: str) -> None:
+    kwargs = {"pad_token": "</s>"} if name.startswith("llama") else {}
+    ours, theirs = _load_both(checkpoints[name], **kwargs)
+    sources, targets = TEXTS[2:6], TEXTS[6:10]
+    for options in ({"padding": True}, {"padding": "max_length", "max_length": 24, "truncation": True}):
+        got = ours(sources, text_target=targets, **options)
+        want = theirs(sources, text_target=targets, **options)
+        assert dict(got) == dict(want), options
+        assert ours.batch_decode(got["labels"], skip_special_tokens=True) == theirs.batch_decode(
+            want["labels"], skip_special_tokens=True
+        )
+    got = ours(sources, padding=True, return_tensors="np")
+    assert got["input_ids"].tolist() == theirs(sources, padding=True)["input_ids"]
+
+
+@pytest.mark.parametrize("name", ["mbart", "mbart50", "nllb"])
+def test_language_codes(checkpoints: dict[str, Path], name: str) -> None:
+    codes = {"mbart": ("de_DE", "fr_XX"), "mbart50": ("fr_XX", "uk_UA"), "nllb": ("fra_Latn", "ukr_Cyrl")}[
+        name
+    ]
+    ours, theirs = _load_both(checkpoints[name], src_lang=codes[0], tgt_lang=codes[1])
+    assert ours("Hello").input_ids == theirs("Hello").input_ids
+    assert ours(text_target="Hallo").input_ids == theirs(text_target="Hallo").input_ids
+    ours.src_lang = theirs.src_lang = codes[1]
+    assert dict(ours("Hello", text_target="Hi")) == dict(theirs("Hello", text_target="Hi"))
+    assert ours.lang_code_to_id[codes[0]] == theirs.convert_tokens_to_ids(codes[0])
+    with pytest.raises(ValueError, match="xx_YY"):
+        ours.src_lang = "xx_YY"
+    assert ours.src_lang == codes[1]  # unchanged after the error
+    with pytest.raises(ValueError, match="zz_ZZ"):
+        AutoTokenizer.from_pretrained(checkpoints[name], tgt_lang="zz_ZZ")("a", text_target="b")
+
+
+def test_nllb_legacy_behaviour(checkpoints: dict[str, Path]) -> None:
+    ours, theirs = _load_both(checkpoints["nllb"], legacy_behaviour=True)
+    assert ours("Hello world").input_ids == theirs("Hello world").input_ids
+    assert ours("Hello world").input_ids[-2:] == [ours.eos_token_id, ours.convert_tokens_to_ids("eng_Latn")]
+
+
+def test_marian_specifics(checkpoints: dict[str, Path]) -> None:
+    ours = AutoTokenizer.from_pretrained(checkpoints["marian"])
+    assert isinstance(ours, MarianTokenizer) and ours.num_special_tokens_to_add() == 1
+    ids = ours("Hello").input_ids
+    assert ids[-1] == ours.eos_token_id
+    # Source and target SentencePiece models segment differently.
+    assert ours.tokenize("Die schnelle Füchsin") != ours(text_target="Die schnelle Füchsin").input_ids
+    clone = copy.deepcopy(ours)
+    assert dict(clone("Hello", text_target="Hallo")) == dict(ours("Hello", text_target="Hallo"))
+
+
+def test_llama_defaults_and_pipeline(checkpoints: dict[str, Path]) -> None:
+    ours, theirs = _load_both(checkpoints["llama"])
+    assert ours.padding_side == "left" and ours.add_bos_token and not ours.add_eos_token
+    text = "emoji 😀 byte fallback \x07 ✓"
+    assert ours(text).input_ids == theirs(text).input_ids
+    assert ours.decode(ours(text).input_ids, skip_special_tokens=True) == theirs.decode(
+        theirs(text).input_ids, skip_special_tokens=True
+    )
+    ours.add_eos_token = True
+    assert ours("a").input_ids[-1] == ours.eos_token_id
+
+
+def test_missing_files_raise(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    marian = tmp_path / "marian"
+    shutil.copytree(checkpoints["marian"], marian)
+    (marian / "target.spm").unlink()
+    with pytest.raises(ValueError, match=r"target\.spm"):
+        AutoTokenizer.from_pretrained(marian)
+    (marian / "vocab.json").unlink()
+    with pytest.raises(ValueError, match=r"vocab\.json"):
+        AutoTokenizer.from_pretrained(marian)
+    (tmp_path / "nllb").mkdir()
+    nllb = _write_config(tmp_path / "nllb", {"tokenizer_class": "NllbTokenizer"})
+    with pytest.raises(ValueError, match=r"sentencepiece\.bpe\.model"):
+        AutoTokenizer.from_pretrained(nllb)
+    corrupt = tmp_path / "llama"
+    corrupt.mkdir()
+    (corrupt / "tokenizer.model").write_bytes(b"\x00\x01garbage")
+    _write_config(corrupt, {"tokenizer_class": "LlamaTokenizer"})
+    with pytest.raises(ValueError, match="SentencePiece model"):
+        AutoTokenizer.from_pretrained(corrupt)
+
+
+def test_byte_level_bpe_tokenizer_json_still_loads(tmp_path: Path) -> None:
+    """Llama 3 / Qwen style: a tokenizer.json byte-level BPE needs no SentencePiece conversion."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|begin_of_text|>", "<|end_of_text|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    backend.train_from_iterator(ENGLISH + GERMAN, trainer)
+    backend.save(str(tmp_path / "tokenizer.json"))
+    _write_config(
+        tmp_path,
+        {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": "<|begin_of_text|>",
+            "eos_token": "<|end_of_text|>",
+        },
+    )
+    ours, theirs = _load_both(tmp_path)
+    for text in TEXTS:
+        assert ours(text).input_ids == theirs(text).input_ids
+        assert ours.decode(ours(text).input_ids) == theirs.decode(theirs(text).input_ids)
+
+
+@pytest.mark.parametrize("options", [{}, {"add_prefix_space": True}])
+def test_bart_vocab_merges_match_transformers(tmp_path: Path, options: dict[str, Any]) -> None:
+    """BART / RoBERTa ship vocab.json + merges.txt: byte-level BPE framed as ``<s> ... </s>``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    backend.train_from_iterator(ENGLISH + GERMAN, trainer)
+    backend.model.save(str(tmp_path))
+    _write_config(tmp_path, {"tokenizer_class": "BartTokenizer"})
+    ours, theirs = _load_both(tmp_path, **options)
+    assert ours.special_tokens_map == theirs.special_tokens_map and len(ours) == len(theirs)
+    for text in TEXTS:
+        assert ours(text).input_ids == theirs(text).input_ids, text
+        for skip in (False, True):
+            ids = theirs(text).input_ids
+            assert ours.decode(ids, skip_special_tokens=skip) == theirs.decode(ids, skip_special_tokens=skip)
+    assert ours("Hello", "world").input_ids == theirs("Hello", "world").input_ids
+    assert dict(ours(TEXTS[2:6], padding=True)) == dict(theirs(TEXTS[2:6], padding=True))

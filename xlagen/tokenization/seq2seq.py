@@ -1,0 +1,412 @@
+"""Tokenizers of translation models: language codes (mBART, mBART-50, NLLB) and Marian's two SentencePiece models.
+
+Each class is a :class:`PreTrainedTokenizerFast` with the family's Transformers 5 behaviour:
+``src_lang`` / ``tgt_lang`` choose the language-code tokens the post-processor adds around the text,
+and ``tokenizer(text, text_target=...)`` encodes ``text_target`` with the target settings and returns
+it as ``labels``. :class:`MarianTokenizer` segments text with the ``sentencepiece`` library (source
+model for inputs, target model for ``text_target``), as Transformers' ``MarianTokenizer`` does, and
+maps pieces through ``vocab.json`` with a word-level ``tokenizers`` backend that also pads and
+truncates. ``AutoTokenizer`` picks these classes from ``tokenizer_class`` / ``model_type``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+from typing import Any, ClassVar
+
+from tokenizers import AddedToken, Tokenizer, processors
+
+from xlagen.tokenization.fast import PreTrainedTokenizerFast
+from xlagen.tokenization.loaders import _marian_vocab, build_marian_backend
+from xlagen.tokenization.sentencepiece import (
+    MBART50_LANGUAGE_CODES,
+    MBART_LANGUAGE_CODES,
+    NLLB_LANGUAGE_CODES,
+)
+
+__all__ = [
+    "LlamaTokenizer",
+    "LlamaTokenizerFast",
+    "MBart50Tokenizer",
+    "MBart50TokenizerFast",
+    "MBartTokenizer",
+    "MBartTokenizerFast",
+    "MarianTokenizer",
+    "NllbTokenizer",
+    "NllbTokenizerFast",
+    "TOKENIZER_CLASSES",
+]
+
+_SPIECE_UNDERLINE = "▁"
+
+
+class _LanguageCodeTokenizer(PreTrainedTokenizerFast):
+    """Base of the tokenizers that frame the text with a language code and ``</s>``."""
+
+    _extra_init_keys: ClassVar[frozenset[str]] = frozenset({"src_lang", "tgt_lang"})
+    language_codes: ClassVar[list[str]] = []
+    _default_src_lang: ClassVar[str] = ""
+
+    def _setup(
+        self, backend: Tokenizer, *, src_lang: str | None = None, tgt_lang: str | None = None, **kwargs: Any
+    ) -> None:
+        if (
+            isinstance(kwargs.get("mask_token"), str)
+            and backend.token_to_id(kwargs["mask_token"]) is not None
+        ):
+            # mBART's mask token strips the space before it.
+            kwargs["mask_token"] = AddedToken(kwargs["mask_token"], lstrip=True, rstrip=False, special=True)
+        extras = kwargs.get("extra_special_tokens") or kwargs.get("additional_special_tokens")
+        if not extras and any(backend.token_to_id(code) is not None for code in self.language_codes):
+            # Transformers registers the language codes as extra special tokens by default.
+            kwargs["extra_special_tokens"] = list(self.language_codes)
+        super()._setup(backend, **kwargs)
+        self._src_lang = src_lang if src_lang is not None else self._default_src_lang
+        self.tgt_lang = tgt_lang
+        self.set_src_lang_special_tokens(self._src_lang)
+
+    @property
+    def src_lang(self) -> str:
+        """The source language code framing encoder inputs (settable)."""
+        return self._src_lang
+
+    @src_lang.setter
+    def src_lang(self, new_src_lang: str) -> None:
+        self.set_src_lang_special_tokens(new_src_lang)
+        self._src_lang = new_src_lang
+
+    @property
+    def lang_code_to_id(self) -> dict[str, int]:
+        """Ids of the family's language codes that are in the vocabulary."""
+        ids = {code: self._tokenizer.token_to_id(code) for code in self.language_codes}
+        return {code: index for code, index in ids.items() if index is not None}
+
+    def _language_id(self, code: str) -> int:
+        if not isinstance(code, str):
+            raise ValueError(f"A language code must be a str, got {type(code).__name__} {code!r}.")
+        index = self._tokenizer.token_to_id(code)
+        if index is None:
+            known = ", ".join(list(self.lang_code_to_id)[:6])
+            raise ValueError(
+                f"Unknown language code {code!r} for {type(self).__name__}: it is not a token of this "
+                f"vocabulary (codes look like {known or ', '.join(self.language_codes[:4])}...)."
+            )
+        return index
+
+    def _frame(self, lang: str, lang_first: bool) -> None:
+        """Post-process as ``lang $A </s>`` (``lang_first``) or ``$A </s> lang``; pairs join ``$A $B``."""
+        lang_id, eos = self._language_id(lang), self.eos_token
+        prefix, suffix = ([lang], [eos]) if lang_first else ([], [eos, lang])
+        self._tokenizer.post_processor = processors.TemplateProcessing(
+            single=[*prefix, "$A", *suffix],
+            pair=[*prefix, "$A", "$B", *suffix],
+            special_tokens=[(eos, self.eos_token_id), (lang, lang_id)],
+        )
+        self.cur_lang_code = lang_id
+        self.prefix_tokens = [lang_id] if lang_first else []
+        self.suffix_tokens = [self.eos_token_id] if lang_first else [self.eos_token_id, lang_id]
+
+    def set_src_lang_special_tokens(self, src_lang: str) -> None:
+        """Frame encoder inputs with ``src_lang``."""
+        self._frame(src_lang, self._lang_first)
+
+    def set_tgt_lang_special_tokens(self, tgt_lang: str) -> None:
+        """Frame ``text_target`` with ``tgt_lang``."""
+        self._frame(tgt_lang, self._lang_first)
+
+    @property
+    def _lang_first(self) -> bool:
+        return True
+
+    def _switch_to_input_mode(self) -> None:
+        self.set_src_lang_special_tokens(self._src_lang)
+
+    def _switch_to_target_mode(self) -> None:
+        if self.tgt_lang is None:
+            self.tgt_lang = self._src_lang
+        self.set_tgt_lang_special_tokens(self.tgt_lang)
+
+
+class MBartTokenizer(_LanguageCodeTokenizer):
+    """mBART (cc25) tokenizer: ``text </s> src_lang`` for inputs and ``text </s> tgt_lang`` for targets."""
+
+    language_codes: ClassVar[list[str]] = MBART_LANGUAGE_CODES
+    _default_src_lang: ClassVar[str] = "en_XX"
+
+    @property
+    def _lang_first(self) -> bool:
+        return False
+
+
+class MBart50Tokenizer(_LanguageCodeTokenizer):
+    """mBART-50 tokenizer: ``src_lang text </s>`` for inputs and ``tgt_lang text </s>`` for targets."""
+
+    language_codes: ClassVar[list[str]] = MBART50_LANGUAGE_CODES
+    _default_src_lang: ClassVar[str] = "en_XX"
+
+
+class NllbTokenizer(_LanguageCodeTokenizer):
+    """NLLB-200 tokenizer: ``src_lang text </s>`` (``legacy_behaviour=True``: ``text </s> src_lang``)."""
+
+    _extra_init_keys: ClassVar[frozenset[str]] = frozenset({"src_lang", "tgt_lang", "legacy_behaviour"})
+    language_codes: ClassVar[list[str]] = NLLB_LANGUAGE_CODES
+    _default_src_lang: ClassVar[str] = "eng_Latn"
+
+    def _setup(self, backend: Tokenizer, *, legacy_behaviour: bool = False, **kwargs: Any) -> None:
+        self.legacy_behaviour = bool(legacy_behaviour)
+        if isinstance(kwargs.get("mask_token"), str) and backend.token_to_id(kwargs["mask_token"]) is None:
+            # NllbTokenizer's mask token: normalized, stripping the space before it.
+            kwargs["mask_token"] = AddedToken(
+                kwargs["mask_token"], normalized=True, lstrip=True, special=True
+            )
+        super()._setup(backend, **kwargs)
+
+    @property
+    def _lang_first(self) -> bool:
+        return not self.legacy_behaviour
+
+
+class LlamaTokenizer(PreTrainedTokenizerFast):
+    """Llama / Mistral SentencePiece-BPE tokenizer (pads on the left by default, as in Transformers)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Marian
+# --------------------------------------------------------------------------------------------------
+
+
+def _load_spm(path: str | os.PathLike) -> Any:
+    import sentencepiece
+
+    if not os.path.isfile(path):
+        raise ValueError(f"Marian SentencePiece model {os.fspath(path)!r} does not exist.")
+    processor = sentencepiece.SentencePieceProcessor()
+    try:
+        processor.Load(os.fspath(path))
+    except Exception as err:  # sentencepiece raises OSError/RuntimeError on a corrupt file
+        raise ValueError(f"{os.fspath(path)!r} is not a valid SentencePiece model: {err}") from err
+    return processor
+
+
+class MarianTokenizer(PreTrainedTokenizerFast):
+    """Marian (OPUS-MT) tokenizer: ``source.spm`` pieces for inputs, ``target.spm`` for ``text_target``.
+
+    Pieces are looked up in ``vocab.json`` (``target_vocab.json`` for targets when ``separate_vocabs``),
+    unknown ones become ``<unk>``, and ``</s>`` is appended. Decoding joins pieces with the source model
+    (the target one with separate vocabularies), like Transformers.
+    """
+
+    _extra_init_keys: ClassVar[frozenset[str]] = frozenset(
+        {
+            "source_spm",
+            "target_spm",
+            "source_vocab_file",
+            "target_vocab_file",
+            "separate_vocabs",
+            "source_lang",
+            "target_lang",
+        }
+    )
+
+    def _setup(
+        self,
+        backend: Tokenizer,
+        *,
+        source_spm: str | os.PathLike,
+        target_spm: str | os.PathLike,
+        source_vocab_file: str | os.PathLike,
+        target_vocab_file: str | os.PathLike | None = None,
+        separate_vocabs: bool = False,
+        source_lang: str | None = None,
+        target_lang: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._spm_source = _load_spm(source_spm)
+        self._spm_target = _load_spm(target_spm)
+        self.separate_vocabs = bool(separate_vocabs)
+        self.source_lang, self.target_lang = source_lang, target_lang
+        super()._setup(backend, **kwargs)
+        self._source_backend = self._tokenizer
+        self._target_backend = self._tokenizer
+        if self.separate_vocabs:
+            if target_vocab_file is None or not os.path.isfile(target_vocab_file):
+                raise ValueError(
+                    f"separate_vocabs=True needs the target vocabulary target_vocab.json, got {target_vocab_file!r}."
+                )
+            # Added tokens keep their source ids on the target side, as in Transformers.
+            added = [tok for _, tok in sorted(self._source_backend.get_added_tokens_decoder().items())]
+            ids = {tok.content: self._source_backend.token_to_id(tok.content) for tok in added}
+            self._target_backend = build_marian_backend(Path(target_vocab_file), str(self.unk_token), ids)
+            self._target_backend.add_tokens(added)
+            target_vocab = _marian_vocab(Path(target_vocab_file))
+        else:
+            target_vocab = _marian_vocab(Path(source_vocab_file))
+        self._current_spm = self._spm_source
+        for side in {
+            id(self._source_backend): self._source_backend,
+            id(self._target_backend): self._target_backend,
+        }.values():
+            eos = str(self.eos_token)
+            side.post_processor = processors.TemplateProcessing(
+                single=["$A", eos], pair=["$A", "$B", eos], special_tokens=[(eos, self.eos_token_id)]
+            )
+        self._id_to_piece = {index: piece for piece, index in target_vocab.items()}
+
+    def update_post_processor(self) -> None:
+        """Marian always appends ``</s>``; ``add_bos_token`` / ``add_eos_token`` do not apply."""
+        if getattr(self, "_source_backend", None) is None:
+            return
+        eos = str(self.eos_token)
+        self._tokenizer.post_processor = processors.TemplateProcessing(
+            single=["$A", eos], pair=["$A", "$B", eos], special_tokens=[(eos, self.eos_token_id)]
+        )
+
+    def _switch_to_input_mode(self) -> None:
+        self._current_spm = self._spm_source
+        self._tokenizer = self._source_backend
+
+    def _switch_to_target_mode(self) -> None:
+        self._current_spm = self._spm_target
+        self._tokenizer = self._target_backend
+
+    # ---- encoding ------------------------------------------------------------------------------
+
+    def _split_added(self, text: str) -> list[str]:
+        """Split ``text`` on added tokens (longest first), applying their lstrip/rstrip, as Transformers."""
+        if self._tokenizer.encode_special_tokens:
+            return [text]
+        added = {tok.content: tok for tok in self.added_tokens_decoder.values()}
+        if not added:
+            return [text]
+        pattern = "|".join(re.escape(t) for t in sorted(added, key=len, reverse=True))
+        parts = [part for part in re.split(f"({pattern})", text) if part != ""]
+        for i, part in enumerate(parts):
+            token = added.get(part)
+            if token is None:
+                continue
+            if token.rstrip and i + 1 < len(parts) and parts[i + 1] not in added:
+                parts[i + 1] = parts[i + 1].lstrip()
+            if token.lstrip and i > 0 and parts[i - 1] not in added:
+                parts[i - 1] = parts[i - 1].rstrip()
+        return [part for part in parts if part]
+
+    def _pieces(self, text: str) -> list[str]:
+        """Text to Marian pieces: added tokens whole, a leading ``>>lang<<`` code whole, the rest via spm."""
+        added = {tok.content for tok in self.added_tokens_decoder.values()}
+        pieces: list[str] = []
+        for chunk in self._split_added(text):
+            if chunk in added and not self._tokenizer.encode_special_tokens:
+                pieces.append(chunk)
+                continue
+            if chunk.startswith(">>") and (end := chunk.find("<<")) != -1:
+                pieces.append(chunk[: end + 2])
+                chunk = chunk[end + 2 :]
+            pieces.extend(self._current_spm.encode(chunk, out_type=str))
+        return pieces
+
+    def _encode_batch(
+        self, inputs: list[Any], add_special_tokens: bool, is_split_into_words: bool
+    ) -> list[Any]:
+        def pieces(text: Any) -> list[str]:
+            if is_split_into_words:
+                return [piece for word in text for piece in self._pieces(word)]
+            return self._pieces(text)
+
+        converted = [
+            (pieces(item[0]), pieces(item[1])) if isinstance(item, tuple) else pieces(item) for item in inputs
+        ]
+        return self._tokenizer.encode_batch(
+            converted, add_special_tokens=add_special_tokens, is_pretokenized=True
+        )
+
+    def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False) -> list[str]:
+        """SentencePiece pieces of ``text`` (source model), with added tokens kept whole."""
+        if not isinstance(text, str) or (pair is not None and not isinstance(pair, str)):
+            raise TypeError("tokenize() expects str arguments.")
+        with self._lock:
+            tokens = self._pieces(text) + (self._pieces(pair) if pair is not None else [])
+        return tokens + [str(self.eos_token)] if add_special_tokens else tokens
+
+    # ---- decoding ------------------------------------------------------------------------------
+
+    def _decode_one(self, ids: int | list[int], skip_special_tokens: bool, clean_up: bool | None) -> str:
+        if isinstance(ids, int):
+            ids = [ids]
+        if any(isinstance(i, list) for i in ids):
+            raise TypeError(
+                "decode() expects a sequence of ints or a batch of sequences, not deeper nesting."
+            )
+        skip = set(self.all_special_ids) if skip_special_tokens else set()
+        tokens = [self._id_to_token(i) for i in ids if i not in skip]
+        text = self.convert_tokens_to_string(tokens)
+        clean_up = self.clean_up_tokenization_spaces if clean_up is None else clean_up
+        return self.clean_up_tokenization(text) if clean_up else text
+
+    def _id_to_token(self, index: int) -> str:
+        added = self._source_backend.get_added_tokens_decoder()
+        if index in added:
+            return added[index].content
+        if index in self._id_to_piece:
+            return self._id_to_piece[index]
+        spm = self._decode_spm
+        piece = spm.IdToPiece(index) if 0 <= index < spm.GetPieceSize() else ""
+        return piece or str(self.unk_token)
+
+    def convert_ids_to_tokens(self, ids: Any, skip_special_tokens: bool = False) -> Any:
+        """Id(s) to piece(s) through the (target) vocabulary, special tokens optionally dropped."""
+        if isinstance(ids, int):
+            return self._id_to_token(ids)
+        skip = set(self.all_special_ids) if skip_special_tokens else set()
+        return [self._id_to_token(int(i)) for i in ids if int(i) not in skip]
+
+    @property
+    def _decode_spm(self) -> Any:
+        return self._spm_target if self.separate_vocabs else self._spm_source
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        """Join pieces with SentencePiece, special tokens verbatim and followed by a space (as Transformers)."""
+        spm, specials = self._decode_spm, set(self.all_special_tokens)
+        out, run = "", []
+        for token in tokens:
+            if token in specials:
+                out += spm.decode_pieces(run) + token + " "
+                run = []
+            else:
+                run.append(token)
+        out += spm.decode_pieces(run)
+        return out.replace(_SPIECE_UNDERLINE, " ").strip()
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        """Marian appends one ``</s>``."""
+        return 1
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> MarianTokenizer:
+        clone = super().__deepcopy__(memo)
+        target_mode = self._tokenizer is not self._source_backend
+        clone._source_backend = Tokenizer.from_str(self._source_backend.to_str())
+        clone._target_backend = (
+            Tokenizer.from_str(self._target_backend.to_str())
+            if self.separate_vocabs
+            else clone._source_backend
+        )
+        clone._tokenizer = clone._target_backend if target_mode else clone._source_backend
+        clone._id_to_piece = copy.copy(self._id_to_piece)
+        return clone
+
+
+# Transformers 5 names its tokenizers-backed classes without "Fast" and keeps the old names as aliases.
+LlamaTokenizerFast = LlamaTokenizer
+MBartTokenizerFast = MBartTokenizer
+MBart50TokenizerFast = MBart50Tokenizer
+NllbTokenizerFast = NllbTokenizer
+
+TOKENIZER_CLASSES: dict[str, type[PreTrainedTokenizerFast]] = {
+    "marian": MarianTokenizer,
+    "mbart": MBartTokenizer,
+    "mbart50": MBart50Tokenizer,
+    "nllb": NllbTokenizer,
+    "llama": LlamaTokenizer,
+}
