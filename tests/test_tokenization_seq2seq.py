@@ -24,6 +24,7 @@ from xlagen.tokenization import (
     MBart50Tokenizer,
     MBartTokenizer,
     NllbTokenizer,
+    PegasusTokenizer,
 )
 from xlagen.tokenization.sentencepiece import NLLB_LANGUAGE_CODES
 
@@ -129,6 +130,32 @@ def _llama(directory: Path, config: dict[str, Any]) -> Path:
     return _write_config(directory, {**base, **config})
 
 
+def _pegasus(directory: Path, config: dict[str, Any]) -> Path:
+    """Pegasus's SentencePiece layout: ``<pad>`` = 0, ``</s>`` = 1, ``<unk>`` = 2 (no ``<s>``)."""
+    directory.mkdir()
+    _train(
+        directory / "spiece",
+        ENGLISH + GERMAN,
+        vocab_size=300,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+    )
+    return _write_config(directory, {"tokenizer_class": "PegasusTokenizer", **config})
+
+
+# Pegasus as google/pegasus-* ship it (the masks named, the placeholders listed).
+PEGASUS_HUB_CONFIG = {
+    "mask_token": "<mask_2>",
+    "mask_token_sent": "<mask_1>",
+    "offset": 103,
+    "model_max_length": 512,
+    "additional_special_tokens": ["<mask_1>", *(f"<unk_{i}>" for i in range(2, 103))],
+}
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Hub-style directories (SentencePiece files only) and their Transformers 5 ``save_pretrained`` copies."""
@@ -147,6 +174,8 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                 "additional_special_tokens": NLLB_LANGUAGE_CODES,
             },
         ),
+        "pegasus": _pegasus(root / "pegasus", {}),
+        "pegasus_hub": _pegasus(root / "pegasus_hub", PEGASUS_HUB_CONFIG),
         "llama": _llama(root / "llama", {"add_bos_token": True, "add_eos_token": False, "legacy": False}),
         "llama_legacy": _llama(
             root / "llama_legacy", {"add_bos_token": True, "add_eos_token": True, "legacy": True}
@@ -157,7 +186,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name in ("marian", "mbart", "mbart50", "nllb", "llama", "llama_legacy"):
+        for name in ("marian", "mbart", "mbart50", "nllb", "llama", "llama_legacy", "pegasus", "pegasus_hub"):
             saved = root / f"{name}_saved"
             transformers.AutoTokenizer.from_pretrained(dirs[name]).save_pretrained(saved)
             dirs[f"{name}_saved"] = saved
@@ -181,12 +210,15 @@ ALL = [
     "llama",
     "llama_legacy",
     "llama_no_prefix",
+    "pegasus",
     "marian_saved",
     "mbart_saved",
     "mbart50_saved",
     "nllb_saved",
     "llama_saved",
     "llama_legacy_saved",
+    "pegasus_saved",
+    "pegasus_hub_saved",
 ]
 CLASSES = {
     "marian": MarianTokenizer,
@@ -194,6 +226,7 @@ CLASSES = {
     "mbart50": MBart50Tokenizer,
     "nllb": NllbTokenizer,
     "llama": LlamaTokenizer,
+    "pegasus": PegasusTokenizer,
 }
 
 
@@ -231,7 +264,7 @@ def test_matches_transformers(checkpoints: dict[str, Path], name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["marian", "mbart", "mbart50", "nllb", "llama", "marian_saved", "nllb_saved"]
+    "name", ["marian", "mbart", "mbart50", "nllb", "llama", "pegasus", "marian_saved", "nllb_saved"]
 )
 def test_padded_batches_and_labels_match_transformers(checkpoints: dict[str, Path], name: str) -> None:
     kwargs = {"pad_token": "</s>"} if name.startswith("llama") else {}
@@ -369,3 +402,51 @@ def test_bart_vocab_merges_match_transformers(tmp_path: Path, options: dict[str,
             assert ours.decode(ids, skip_special_tokens=skip) == theirs.decode(ids, skip_special_tokens=skip)
     assert ours("Hello", "world").input_ids == theirs("Hello", "world").input_ids
     assert dict(ours(TEXTS[2:6], padding=True)) == dict(theirs(TEXTS[2:6], padding=True))
+
+
+def test_pegasus_hub_config(checkpoints: dict[str, Path]) -> None:
+    """Hub Pegasus configs name both masks; Transformers 5 then swaps them in its vocabulary.
+
+    Transformers 5's ``PegasusConverter.convert_from_spm`` lists ``mask_token`` before ``mask_token_sent``,
+    so with ``mask_token="<mask_2>"`` it gives ``<mask_2>`` id 2 and ``<mask_1>`` id 3 (without the entries
+    its swapped defaults cancel out). Pegasus checkpoints were trained with ``<mask_1>`` = 2 and
+    ``<mask_2>`` = 3 (Transformers 4's ``PegasusTokenizer(Fast)``), which xlagen keeps; everything else
+    matches Transformers 5, and its saved ``tokenizer.json`` loads as it stores.
+    """
+    ours, theirs = _load_both(checkpoints["pegasus_hub"])
+    assert isinstance(ours, PegasusTokenizer) and ours.model_max_length == 512
+    assert ours.convert_tokens_to_ids(["<mask_1>", "<mask_2>"]) == [2, 3]
+    assert theirs.convert_tokens_to_ids(["<mask_1>", "<mask_2>"]) == [3, 2]  # the Transformers 5 swap
+    assert ours.mask_token == theirs.mask_token == "<mask_2>" and ours.mask_token_id == 3
+    assert ours.special_tokens_map == theirs.special_tokens_map
+    assert sorted(ours.all_special_tokens) == sorted(theirs.all_special_tokens)
+    assert (ours.vocab_size, len(ours), ours.unk_token_id) == (theirs.vocab_size, len(theirs), 105)
+    swap = {2: 3, 3: 2}
+    for text in [*TEXTS, "Summary: <mask_1> and <mask_2> <unk_7>."]:
+        expected = [swap.get(i, i) for i in theirs(text).input_ids]
+        assert ours(text).input_ids == expected, text
+        for skip in (False, True):
+            assert ours.decode(expected, skip_special_tokens=skip) == theirs.decode(
+                theirs(text).input_ids, skip_special_tokens=skip
+            )
+    assert ours.convert_ids_to_tokens([0, 1, 4, 104, 105]) == [
+        "<pad>",
+        "</s>",
+        "<unk_2>",
+        "<unk_102>",
+        "<unk>",
+    ]
+
+
+def test_pegasus_model_type_and_errors(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(checkpoints["pegasus"] / "spiece.model", bare)
+    (bare / "config.json").write_text(json.dumps({"model_type": "pegasus"}))
+    ours, theirs = _load_both(bare)
+    assert isinstance(ours, PegasusTokenizer)
+    assert ours(TEXTS[3]).input_ids == theirs(TEXTS[3]).input_ids
+    (bare / "spiece.model").unlink()
+    _write_config(bare, {"tokenizer_class": "PegasusTokenizer"})
+    with pytest.raises(ValueError, match=r"pegasus.*spiece\.model"):
+        AutoTokenizer.from_pretrained(bare)

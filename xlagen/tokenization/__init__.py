@@ -36,6 +36,8 @@ from xlagen.tokenization.seq2seq import (
     MBartTokenizerFast,
     NllbTokenizer,
     NllbTokenizerFast,
+    PegasusTokenizer,
+    PegasusTokenizerFast,
 )
 
 __all__ = [
@@ -52,5 +54,7 @@ __all__ = [
     "MarianTokenizer",
     "NllbTokenizer",
     "NllbTokenizerFast",
+    "PegasusTokenizer",
+    "PegasusTokenizerFast",
     "PreTrainedTokenizerFast",
 ]

@@ -114,6 +114,7 @@ _FAMILY_BY_CLASS = {
     "MBart50Tokenizer": "mbart50",
     "NllbTokenizer": "nllb",
     "LlamaTokenizer": "llama",
+    "PegasusTokenizer": "pegasus",
     "RobertaTokenizer": "roberta",
     "BartTokenizer": "roberta",
     **dict.fromkeys(_T5_TOKENIZER_CLASSES, "t5"),
@@ -123,6 +124,7 @@ _FAMILY_BY_MODEL_TYPE = {
     "mbart": "mbart",
     "llama": "llama",
     "mistral": "llama",
+    "pegasus": "pegasus",
     "roberta": "roberta",
     "bart": "roberta",
     **dict.fromkeys(_T5_MODEL_TYPES, "t5"),
@@ -135,6 +137,7 @@ SENTENCEPIECE_FILES = {
     "nllb": ("sentencepiece.bpe.model",),
     "llama": ("tokenizer.model",),
     "t5": (_T5_SPIECE_FILE,),
+    "pegasus": (_T5_SPIECE_FILE,),
 }
 # Class-level defaults of the Transformers tokenizer of each family (before tokenizer_config.json).
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -157,6 +160,14 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
         "mask_token": "<mask>",
     },
     "llama": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "padding_side": "left"},
+    "pegasus": {
+        "pad_token": "<pad>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "mask_token": "<mask_2>",
+        "mask_token_sent": "<mask_1>",
+        "offset": 103,
+    },
 }
 FAMILY_DEFAULTS["nllb"] = dict(FAMILY_DEFAULTS["mbart"])
 FAMILY_DEFAULTS["roberta"] = dict(FAMILY_DEFAULTS["mbart"])
@@ -194,7 +205,7 @@ def _model_type(directory: Path) -> str | None:
 
 
 def tokenizer_family(directory: Path, tokenizer_class: str | None) -> str | None:
-    """The tokenizer family of a checkpoint ("marian", "mbart", "mbart50", "nllb", "llama", "t5"), or None.
+    """The tokenizer family of a checkpoint ("marian", "mbart", "nllb", "llama", "t5", "pegasus"...), or None.
 
     ``tokenizer_class`` decides when set; otherwise ``model_type`` in ``config.json`` (NLLB checkpoints
     say ``m2m_100`` there and name ``NllbTokenizer`` in their tokenizer config).
@@ -223,6 +234,15 @@ def build_sentencepiece_backend(directory: Path, family: str, config: dict[str, 
     model = directory / SENTENCEPIECE_FILES[family][0]
     if family == "t5":
         return _build_t5_sentencepiece(directory, model, config, "T5Tokenizer")
+    if family == "pegasus":
+        return spm.convert_pegasus_sentencepiece(
+            model,
+            pad_token=str(config["pad_token"]),
+            eos_token=str(config["eos_token"]),
+            mask_token=None if config.get("mask_token") is None else str(config["mask_token"]),
+            mask_token_sent=None if config.get("mask_token_sent") is None else str(config["mask_token_sent"]),
+            offset=int(config.get("offset") or 103),
+        )
     if family == "llama":
         return spm.convert_llama_sentencepiece(
             model, legacy=bool(config.get("legacy", False)), add_prefix_space=config.get("add_prefix_space")

@@ -41,10 +41,12 @@ __all__ = [
     "convert_llama_sentencepiece",
     "convert_mbart_sentencepiece",
     "convert_nllb_sentencepiece",
+    "convert_pegasus_sentencepiece",
     "convert_t5_sentencepiece",
     "generate_merges",
     "llama_from_tokenizer_json",
     "load_sentencepiece_proto",
+    "pegasus_offset_tokens",
     "t5_sentinel_tokens",
 ]
 
@@ -363,4 +365,60 @@ def convert_nllb_sentencepiece(
         replacement=_SPACE, prepend_scheme="always", split=True
     )
     tokenizer.decoder = decoders.Metaspace(replacement=_SPACE, prepend_scheme="always", split=True)
+    return tokenizer
+
+
+def pegasus_offset_tokens(offset: int) -> list[str]:
+    """Pegasus's pretraining placeholders ``<unk_2>`` ... ``<unk_{offset-1}>``."""
+    return [f"<unk_{i}>" for i in range(2, int(offset))]
+
+
+def convert_pegasus_sentencepiece(
+    path: str | os.PathLike,
+    *,
+    pad_token: str = "<pad>",
+    eos_token: str = "</s>",
+    mask_token: str | None = "<mask_2>",
+    mask_token_sent: str | None = "<mask_1>",
+    offset: int = 103,
+) -> Tokenizer:
+    """Pegasus fast tokenizer from ``spiece.model``: a Unigram over ``pad``, ``eos``, ``mask_token_sent``,
+    ``mask_token``, ``<unk_2>`` ... ``<unk_{offset-1}>`` then SentencePiece's pieces from its third one.
+
+    The masks are in Transformers 4's order (``<mask_1>`` = 2, ``<mask_2>`` = 3, as the checkpoints'
+    embeddings expect); character-map normalizer, ``Metaspace`` and ``$A </s>`` as Transformers 5.
+    """
+    proto = load_sentencepiece_proto(path)
+    if proto.trainer_spec.model_type != _UNIGRAM:
+        name = _MODEL_TYPE_NAMES.get(proto.trainer_spec.model_type, str(proto.trainer_spec.model_type))
+        raise ValueError(f"{os.fspath(path)!r} is a SentencePiece {name} model; Pegasus needs a Unigram one.")
+    offset = int(offset)
+    if offset < 2:
+        raise ValueError(f"Pegasus's offset must be >= 2, got {offset}.")
+    vocab = [(pad_token, 0.0), (eos_token, 0.0)]
+    for token in (mask_token_sent, mask_token):
+        if token is not None and token not in {t for t, _ in vocab}:
+            vocab.append((token, 0.0))
+    vocab += [(token, -100.0) for token in pegasus_offset_tokens(offset)]
+    first_piece = len(vocab)
+    vocab += [(piece.piece, float(piece.score)) for piece in list(proto.pieces)[2:]]
+    unk_id = proto.trainer_spec.unk_id - 2 + first_piece
+    if not first_piece <= unk_id < len(vocab):
+        raise ValueError(
+            f"{os.fspath(path)!r} has an invalid unk_id {proto.trainer_spec.unk_id} for Pegasus."
+        )
+    tokenizer = Tokenizer(Unigram(vocab, unk_id=unk_id, byte_fallback=False))
+    steps: list[normalizers.Normalizer] = [normalizers.Replace(Regex(" {2,}"), " ")]
+    if proto.normalizer_spec.precompiled_charsmap:
+        steps.insert(0, normalizers.Precompiled(proto.normalizer_spec.precompiled_charsmap))
+    else:
+        steps.insert(0, normalizers.Replace(Regex(r"\n"), " "))
+    tokenizer.normalizer = normalizers.Sequence(steps)
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(
+        replacement=_SPACE, prepend_scheme="always", split=True
+    )
+    tokenizer.decoder = decoders.Metaspace(replacement=_SPACE, prepend_scheme="always", split=True)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=["$A", eos_token], pair=["$A", "$B", eos_token], special_tokens=[(eos_token, 1)]
+    )
     return tokenizer

@@ -25,6 +25,7 @@ from xlagen.tokenization.sentencepiece import (
     MBART50_LANGUAGE_CODES,
     MBART_LANGUAGE_CODES,
     NLLB_LANGUAGE_CODES,
+    pegasus_offset_tokens,
 )
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
     "MarianTokenizer",
     "NllbTokenizer",
     "NllbTokenizerFast",
+    "PegasusTokenizer",
+    "PegasusTokenizerFast",
     "TOKENIZER_CLASSES",
 ]
 
@@ -167,6 +170,38 @@ class NllbTokenizer(_LanguageCodeTokenizer):
     @property
     def _lang_first(self) -> bool:
         return not self.legacy_behaviour
+
+
+class PegasusTokenizer(PreTrainedTokenizerFast):
+    """Pegasus tokenizer: ``text </s>``, with ``mask_token_sent`` (``<mask_1>``) and the ``offset``
+    placeholders ``<unk_2>`` ... ``<unk_{offset-1}>`` as extra special tokens, as in Transformers."""
+
+    _extra_init_keys: ClassVar[frozenset[str]] = frozenset({"mask_token_sent", "offset"})
+
+    def _setup(
+        self,
+        backend: Tokenizer,
+        *,
+        mask_token_sent: str | None = "<mask_1>",
+        offset: int = 103,
+        **kwargs: Any,
+    ) -> None:
+        self.mask_token_sent = None if mask_token_sent is None else str(mask_token_sent)
+        self.offset = int(offset)
+        extras = list(
+            kwargs.pop("extra_special_tokens", None) or kwargs.pop("additional_special_tokens", None) or []
+        )
+        wanted = [self.mask_token_sent] if self.mask_token_sent is not None else []
+        names = {str(token) for token in extras}
+        extras += [token for token in wanted + pegasus_offset_tokens(self.offset) if token not in names]
+        super()._setup(backend, extra_special_tokens=extras, **kwargs)
+
+    def update_post_processor(self) -> None:
+        """Pegasus always appends ``</s>``; ``add_bos_token`` / ``add_eos_token`` do not apply."""
+        eos = str(self.eos_token)
+        self._tokenizer.post_processor = processors.TemplateProcessing(
+            single=["$A", eos], pair=["$A", "$B", eos], special_tokens=[(eos, self.eos_token_id)]
+        )
 
 
 class LlamaTokenizer(PreTrainedTokenizerFast):
@@ -402,6 +437,7 @@ LlamaTokenizerFast = LlamaTokenizer
 MBartTokenizerFast = MBartTokenizer
 MBart50TokenizerFast = MBart50Tokenizer
 NllbTokenizerFast = NllbTokenizer
+PegasusTokenizerFast = PegasusTokenizer
 
 TOKENIZER_CLASSES: dict[str, type[PreTrainedTokenizerFast]] = {
     "marian": MarianTokenizer,
@@ -409,4 +445,5 @@ TOKENIZER_CLASSES: dict[str, type[PreTrainedTokenizerFast]] = {
     "mbart50": MBart50Tokenizer,
     "nllb": NllbTokenizer,
     "llama": LlamaTokenizer,
+    "pegasus": PegasusTokenizer,
 }

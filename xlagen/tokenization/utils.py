@@ -23,7 +23,7 @@ MERGES_FILE = "merges.txt"
 _SENTENCEPIECE_FILES = ("spiece.model", "tokenizer.model", "sentencepiece.bpe.model")
 _T5_SPIECE_FILE = "spiece.model"
 # Tokenizer classes / model types whose spiece.model xlagen converts (T5's pipeline); other models that
-# ship a spiece.model (ALBERT, XLNet, Pegasus...) post-process differently and still need a tokenizer.json.
+# ship a spiece.model (ALBERT, XLNet...) post-process differently and still need a tokenizer.json.
 _T5_TOKENIZER_CLASSES = frozenset({"T5Tokenizer", "MT5Tokenizer", "UMT5Tokenizer"})
 _T5_MODEL_TYPES = frozenset({"t5", "mt5", "umt5", "longt5", "switch_transformers"})
 
