@@ -20,13 +20,14 @@ import pytest
 from xlagen.tokenization import (
     AutoTokenizer,
     LlamaTokenizer,
+    M2M100Tokenizer,
     MarianTokenizer,
     MBart50Tokenizer,
     MBartTokenizer,
     NllbTokenizer,
     PegasusTokenizer,
 )
-from xlagen.tokenization.sentencepiece import NLLB_LANGUAGE_CODES
+from xlagen.tokenization.sentencepiece import M2M100_LANGUAGE_CODES, NLLB_LANGUAGE_CODES
 
 spm = pytest.importorskip("sentencepiece")
 transformers = pytest.importorskip("transformers")
@@ -118,6 +119,34 @@ def _fairseq(directory: Path, tokenizer_class: str, config: dict[str, Any]) -> P
     return _write_config(directory, {"tokenizer_class": tokenizer_class, "model_max_length": 1024, **config})
 
 
+def _m2m100(directory: Path, config: dict[str, Any]) -> Path:
+    """M2M100's files: ``sentencepiece.bpe.model`` and a fairseq ``vocab.json`` (``<s>``, ``<pad>``, ``</s>``,
+    ``<unk>``, then the pieces); the ``__xx__`` language tokens are not in it."""
+    directory.mkdir()
+    model = _train(directory / "sentencepiece.bpe", ENGLISH + GERMAN, vocab_size=300, model_type="bpe")
+    proto = spm.SentencePieceProcessor(model_file=str(model))
+    pieces = [
+        "<s>",
+        "<pad>",
+        "</s>",
+        "<unk>",
+        *(proto.id_to_piece(i) for i in range(3, proto.get_piece_size())),
+    ]
+    del pieces[50:52]  # pieces missing from vocab.json must become <unk>
+    vocab = {piece: index for index, piece in enumerate(pieces)}
+    (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), "utf-8")
+    return _write_config(directory, {"tokenizer_class": "M2M100Tokenizer", **config})
+
+
+# As facebook/m2m100_* ship them: every language token listed, in id order (they are then special).
+M2M100_HUB_CONFIG = {
+    "src_lang": "en",
+    "tgt_lang": "de",
+    "model_max_length": 1024,
+    "additional_special_tokens": [f"__{code}__" for code in M2M100_LANGUAGE_CODES["m2m100"]],
+}
+
+
 def _llama(directory: Path, config: dict[str, Any]) -> Path:
     directory.mkdir()
     _train(directory / "tokenizer", ENGLISH + GERMAN, vocab_size=400, model_type="bpe", byte_fallback=True)
@@ -176,6 +205,8 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ),
         "pegasus": _pegasus(root / "pegasus", {}),
         "pegasus_hub": _pegasus(root / "pegasus_hub", PEGASUS_HUB_CONFIG),
+        "m2m100": _m2m100(root / "m2m100", M2M100_HUB_CONFIG),
+        "m2m100_bare": _m2m100(root / "m2m100_bare", {"src_lang": "fr", "tgt_lang": "en"}),
         "llama": _llama(root / "llama", {"add_bos_token": True, "add_eos_token": False, "legacy": False}),
         "llama_legacy": _llama(
             root / "llama_legacy", {"add_bos_token": True, "add_eos_token": True, "legacy": True}
@@ -186,7 +217,17 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name in ("marian", "mbart", "mbart50", "nllb", "llama", "llama_legacy", "pegasus", "pegasus_hub"):
+        for name in (
+            "marian",
+            "mbart",
+            "mbart50",
+            "nllb",
+            "llama",
+            "llama_legacy",
+            "pegasus",
+            "pegasus_hub",
+            "m2m100",
+        ):
             saved = root / f"{name}_saved"
             transformers.AutoTokenizer.from_pretrained(dirs[name]).save_pretrained(saved)
             dirs[f"{name}_saved"] = saved
@@ -211,6 +252,8 @@ ALL = [
     "llama_legacy",
     "llama_no_prefix",
     "pegasus",
+    "m2m100",
+    "m2m100_bare",
     "marian_saved",
     "mbart_saved",
     "mbart50_saved",
@@ -219,6 +262,7 @@ ALL = [
     "llama_legacy_saved",
     "pegasus_saved",
     "pegasus_hub_saved",
+    "m2m100_saved",
 ]
 CLASSES = {
     "marian": MarianTokenizer,
@@ -227,6 +271,7 @@ CLASSES = {
     "nllb": NllbTokenizer,
     "llama": LlamaTokenizer,
     "pegasus": PegasusTokenizer,
+    "m2m100": M2M100Tokenizer,
 }
 
 
@@ -264,7 +309,7 @@ def test_matches_transformers(checkpoints: dict[str, Path], name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["marian", "mbart", "mbart50", "nllb", "llama", "pegasus", "marian_saved", "nllb_saved"]
+    "name", ["marian", "mbart", "mbart50", "nllb", "llama", "pegasus", "m2m100", "marian_saved", "nllb_saved"]
 )
 def test_padded_batches_and_labels_match_transformers(checkpoints: dict[str, Path], name: str) -> None:
     kwargs = {"pad_token": "</s>"} if name.startswith("llama") else {}
@@ -450,3 +495,33 @@ def test_pegasus_model_type_and_errors(checkpoints: dict[str, Path], tmp_path: P
     _write_config(bare, {"tokenizer_class": "PegasusTokenizer"})
     with pytest.raises(ValueError, match=r"pegasus.*spiece\.model"):
         AutoTokenizer.from_pretrained(bare)
+
+
+def test_m2m100_languages_and_errors(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    ours, theirs = _load_both(checkpoints["m2m100"], src_lang="fr", tgt_lang="uk")
+    assert ours("Hello").input_ids == theirs("Hello").input_ids
+    assert dict(ours("Hello", text_target="Hallo")) == dict(theirs("Hello", text_target="Hallo"))
+    assert ours.get_lang_id("de") == theirs.get_lang_id("de") == ours.vocab_size + 16
+    assert ours.lang_code_to_id == theirs.lang_code_to_id and ours.get_lang_token("de") == "__de__"
+    assert ours.num_special_tokens_to_add() == 2
+    ours.src_lang = theirs.src_lang = "zu"
+    assert ours("a b").input_ids == theirs("a b").input_ids
+    with pytest.raises(ValueError, match="'xx'"):
+        ours.src_lang = "xx"
+    assert ours.src_lang == "zu"  # unchanged after the error
+    with pytest.raises(ValueError, match="'zz'"):
+        AutoTokenizer.from_pretrained(checkpoints["m2m100"], tgt_lang="zz")("a", text_target="b")
+    with pytest.raises(ValueError, match="tgt_lang"):
+        AutoTokenizer.from_pretrained(checkpoints["m2m100"], tgt_lang=None)("a", text_target="b")
+    ours, theirs = _load_both(checkpoints["m2m100"], language_codes="wmt21", src_lang="is", tgt_lang="ja")
+    assert dict(ours("Hello", text_target="Hallo")) == dict(theirs("Hello", text_target="Hallo"))
+    with pytest.raises(ValueError, match="language_codes"):
+        AutoTokenizer.from_pretrained(checkpoints["m2m100"], language_codes="m2m200")
+    broken = tmp_path / "m2m100"
+    shutil.copytree(checkpoints["m2m100"], broken)
+    (broken / "vocab.json").unlink()
+    with pytest.raises(ValueError, match=r"vocab\.json"):
+        AutoTokenizer.from_pretrained(broken)
+    (broken / "sentencepiece.bpe.model").unlink()
+    with pytest.raises(ValueError, match=r"sentencepiece\.bpe\.model"):
+        AutoTokenizer.from_pretrained(broken)

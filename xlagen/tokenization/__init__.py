@@ -29,6 +29,7 @@ from xlagen.tokenization.fast import GPT2TokenizerFast, PreTrainedTokenizerFast
 from xlagen.tokenization.seq2seq import (
     LlamaTokenizer,
     LlamaTokenizerFast,
+    M2M100Tokenizer,
     MarianTokenizer,
     MBart50Tokenizer,
     MBart50TokenizerFast,
@@ -47,6 +48,7 @@ __all__ = [
     "GPT2TokenizerFast",
     "LlamaTokenizer",
     "LlamaTokenizerFast",
+    "M2M100Tokenizer",
     "MBart50Tokenizer",
     "MBart50TokenizerFast",
     "MBartTokenizer",

@@ -302,7 +302,7 @@ class PreTrainedTokenizerFast:
             from xlagen.tokenization.seq2seq import TOKENIZER_CLASSES
 
             cls = TOKENIZER_CLASSES.get(family, cls)
-        if family == "marian":  # Marian's files are never a tokenizer.json pipeline
+        if family in ("marian", "m2m100"):  # slow tokenizers in Transformers: never a tokenizer.json
             has_tokenizer_json = False
         if has_tokenizer_json:
             # Like Transformers: with a tokenizer.json its post-processor is authoritative; only

@@ -110,6 +110,7 @@ def _build_t5_sentencepiece(
 # tokenizer_class (without "Fast") -> family, and model_type -> family when there is no tokenizer_class.
 _FAMILY_BY_CLASS = {
     "MarianTokenizer": "marian",
+    "M2M100Tokenizer": "m2m100",
     "MBartTokenizer": "mbart",
     "MBart50Tokenizer": "mbart50",
     "NllbTokenizer": "nllb",
@@ -121,6 +122,7 @@ _FAMILY_BY_CLASS = {
 }
 _FAMILY_BY_MODEL_TYPE = {
     "marian": "marian",
+    "m2m_100": "m2m100",
     "mbart": "mbart",
     "llama": "llama",
     "mistral": "llama",
@@ -132,6 +134,7 @@ _FAMILY_BY_MODEL_TYPE = {
 # The SentencePiece file each family ships instead of a tokenizer.json.
 SENTENCEPIECE_FILES = {
     "marian": ("source.spm", "target.spm"),
+    "m2m100": ("sentencepiece.bpe.model",),
     "mbart": ("sentencepiece.bpe.model",),
     "mbart50": ("sentencepiece.bpe.model",),
     "nllb": ("sentencepiece.bpe.model",),
@@ -142,6 +145,13 @@ SENTENCEPIECE_FILES = {
 # Class-level defaults of the Transformers tokenizer of each family (before tokenizer_config.json).
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "marian": {"unk_token": "<unk>", "eos_token": "</s>", "pad_token": "<pad>", "model_max_length": 512},
+    "m2m100": {
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "sep_token": "</s>",
+        "pad_token": "<pad>",
+        "unk_token": "<unk>",
+    },
     "mbart": {
         "bos_token": "<s>",
         "eos_token": "</s>",
@@ -219,13 +229,14 @@ def build_sentencepiece_backend(directory: Path, family: str, config: dict[str, 
     """The backend of a ``family`` checkpoint that ships only SentencePiece files (Transformers 5's
     conversion); fills ``config`` with the family's defaults. ValueError names a missing file."""
     missing = [name for name in SENTENCEPIECE_FILES[family] if not (directory / name).is_file()]
-    if family == "marian" and not (directory / VOCAB_FILE).is_file():
+    needs_vocab = family in ("marian", "m2m100")
+    if needs_vocab and not (directory / VOCAB_FILE).is_file():
         missing.append(VOCAB_FILE)
     if missing:
         raise ValueError(
             f"{str(directory)!r} is a {family} tokenizer without {TOKENIZER_FILE} and lacks "
             f"{', '.join(missing)}; it needs {' + '.join(SENTENCEPIECE_FILES[family])}"
-            f"{' + ' + VOCAB_FILE if family == 'marian' else ''}."
+            f"{' + ' + VOCAB_FILE if needs_vocab else ''}."
         )
     for key, value in FAMILY_DEFAULTS.get(family, {}).items():
         config.setdefault(key, value)
@@ -260,6 +271,14 @@ def build_sentencepiece_backend(directory: Path, family: str, config: dict[str, 
         )
     if family == "nllb":
         return spm.convert_nllb_sentencepiece(model, special_tokens=special)
+    if family == "m2m100":
+        # M2M100's ids: vocab.json, then the language codes (the pieces come from sentencepiece at runtime).
+        config["spm_file"] = str(model)
+        config["vocab_file"] = str(directory / VOCAB_FILE)
+        codes = spm.m2m100_language_tokens(config.get("language_codes") or "m2m100")
+        size = len(_marian_vocab(directory / VOCAB_FILE))
+        lang_ids = {token: size + index for index, token in enumerate(codes)}
+        return build_marian_backend(directory / VOCAB_FILE, str(config["unk_token"]), lang_ids)
     config["source_spm"] = str(directory / "source.spm")
     config["target_spm"] = str(directory / "target.spm")
     config["source_vocab_file"] = str(directory / VOCAB_FILE)

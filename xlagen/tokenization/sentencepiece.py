@@ -46,6 +46,8 @@ __all__ = [
     "generate_merges",
     "llama_from_tokenizer_json",
     "load_sentencepiece_proto",
+    "M2M100_LANGUAGE_CODES",
+    "m2m100_language_tokens",
     "pegasus_offset_tokens",
     "t5_sentinel_tokens",
 ]
@@ -192,6 +194,27 @@ NLLB_LANGUAGE_CODES = (
     "ukr_Cyrl umb_Latn urd_Arab uzn_Latn vec_Latn vie_Latn war_Latn wol_Latn xho_Latn ydd_Hebr yor_Latn "
     "yue_Hant zho_Hans zho_Hant zul_Latn"
 ).split()
+
+
+# M2M100's fairseq language codes (``__en__`` tokens), by ``language_codes`` setting.
+M2M100_LANGUAGE_CODES: dict[str, tuple[str, ...]] = {
+    "m2m100": tuple(
+        "af am ar ast az ba be bg bn br bs ca ceb cs cy da de el en es et fa ff fi fr fy ga gd gl gu ha he hi "
+        "hr ht hu hy id ig ilo is it ja jv ka kk km kn ko lb lg ln lo lt lv mg mk ml mn mr ms my ne nl no ns "
+        "oc or pa pl ps pt ro ru sd si sk sl so sq sr ss su sv sw ta th tl tn tr uk ur uz vi wo xh yi yo zh "
+        "zu".split()
+    ),
+    "wmt21": ("en", "ha", "is", "ja", "cs", "ru", "zh", "de"),
+}
+
+
+def m2m100_language_tokens(language_codes: str) -> list[str]:
+    """The ``__code__`` tokens of an M2M100 ``language_codes`` set ("m2m100" or "wmt21"), in id order."""
+    if language_codes not in M2M100_LANGUAGE_CODES:
+        raise ValueError(
+            f"Unknown M2M100 language_codes {language_codes!r}; expected one of {sorted(M2M100_LANGUAGE_CODES)}."
+        )
+    return [f"__{code}__" for code in M2M100_LANGUAGE_CODES[language_codes]]
 
 
 def generate_merges(vocab: dict[str, int]) -> list[tuple[str, str]]:

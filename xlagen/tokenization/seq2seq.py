@@ -22,15 +22,18 @@ from tokenizers import AddedToken, Tokenizer, processors
 from xlagen.tokenization.fast import PreTrainedTokenizerFast
 from xlagen.tokenization.loaders import _marian_vocab, build_marian_backend
 from xlagen.tokenization.sentencepiece import (
+    M2M100_LANGUAGE_CODES,
     MBART50_LANGUAGE_CODES,
     MBART_LANGUAGE_CODES,
     NLLB_LANGUAGE_CODES,
+    m2m100_language_tokens,
     pegasus_offset_tokens,
 )
 
 __all__ = [
     "LlamaTokenizer",
     "LlamaTokenizerFast",
+    "M2M100Tokenizer",
     "MBart50Tokenizer",
     "MBart50TokenizerFast",
     "MBartTokenizer",
@@ -246,6 +249,9 @@ class MarianTokenizer(PreTrainedTokenizerFast):
         }
     )
 
+    # Marian keeps a leading ``>>lang<<`` target-language code whole.
+    _lang_prefix_pieces: ClassVar[bool] = True
+
     def _setup(
         self,
         backend: Tokenizer,
@@ -336,7 +342,7 @@ class MarianTokenizer(PreTrainedTokenizerFast):
             if chunk in added and not self._tokenizer.encode_special_tokens:
                 pieces.append(chunk)
                 continue
-            if chunk.startswith(">>") and (end := chunk.find("<<")) != -1:
+            if self._lang_prefix_pieces and chunk.startswith(">>") and (end := chunk.find("<<")) != -1:
                 pieces.append(chunk[: end + 2])
                 chunk = chunk[end + 2 :]
             pieces.extend(self._current_spm.encode(chunk, out_type=str))
@@ -432,6 +438,137 @@ class MarianTokenizer(PreTrainedTokenizerFast):
         return clone
 
 
+class M2M100Tokenizer(MarianTokenizer):
+    """M2M100 tokenizer: ``__src__ text </s>`` for inputs and ``__tgt__ text </s>`` for ``text_target``.
+
+    Pieces come from ``sentencepiece.bpe.model`` and ids from ``vocab.json``; the ``__code__`` language
+    tokens follow the vocabulary (``get_lang_id``), as in Transformers' (slow) ``M2M100Tokenizer``.
+    """
+
+    _extra_init_keys: ClassVar[frozenset[str]] = frozenset(
+        {"spm_file", "vocab_file", "src_lang", "tgt_lang", "language_codes", "num_madeup_words"}
+    )
+    _lang_prefix_pieces: ClassVar[bool] = False
+
+    def _setup(
+        self,
+        backend: Tokenizer,
+        *,
+        spm_file: str | os.PathLike,
+        vocab_file: str | os.PathLike,
+        src_lang: str | None = None,
+        tgt_lang: str | None = None,
+        language_codes: str = "m2m100",
+        num_madeup_words: int = 8,
+        **kwargs: Any,
+    ) -> None:
+        self.language_codes = language_codes
+        self.num_madeup_words = num_madeup_words
+        self.encoder = _marian_vocab(Path(vocab_file))
+        codes = M2M100_LANGUAGE_CODES[language_codes] if language_codes in M2M100_LANGUAGE_CODES else ()
+        tokens = m2m100_language_tokens(language_codes)  # raises on an unknown set
+        self.lang_code_to_token = dict(zip(codes, tokens, strict=True))
+        self.lang_token_to_id = {token: len(self.encoder) + i for i, token in enumerate(tokens)}
+        self.lang_code_to_id = {
+            code: self.lang_token_to_id[token] for code, token in self.lang_code_to_token.items()
+        }
+        self.id_to_lang_token = {index: token for token, index in self.lang_token_to_id.items()}
+        super()._setup(
+            backend, source_spm=spm_file, target_spm=spm_file, source_vocab_file=vocab_file, **kwargs
+        )
+        self._id_to_piece.update(self.id_to_lang_token)
+        self.tgt_lang = tgt_lang
+        self.set_src_lang_special_tokens(src_lang if src_lang is not None else "en")
+        self._src_lang = src_lang if src_lang is not None else "en"
+
+    @property
+    def src_lang(self) -> str:
+        """The source language code (``"en"``) framing encoder inputs (settable)."""
+        return self._src_lang
+
+    @src_lang.setter
+    def src_lang(self, new_src_lang: str) -> None:
+        self.set_src_lang_special_tokens(new_src_lang)
+        self._src_lang = new_src_lang
+
+    def get_lang_token(self, lang: str) -> str:
+        """``__lang__`` for a language code; ValueError for a code outside ``language_codes``."""
+        if not isinstance(lang, str) or lang not in self.lang_code_to_token:
+            known = ", ".join(list(self.lang_code_to_token)[:8])
+            raise ValueError(
+                f"Unknown language code {lang!r} for M2M100Tokenizer (language_codes={self.language_codes!r}); "
+                f"codes look like {known}..."
+            )
+        return self.lang_code_to_token[lang]
+
+    def get_lang_id(self, lang: str) -> int:
+        """Id of the ``__lang__`` token (e.g. the decoder's ``forced_bos_token_id``)."""
+        return self.lang_token_to_id[self.get_lang_token(lang)]
+
+    def set_src_lang_special_tokens(self, src_lang: str) -> None:
+        """Frame encoder inputs as ``__src_lang__ text </s>``."""
+        self._frame(src_lang)
+
+    def set_tgt_lang_special_tokens(self, tgt_lang: str) -> None:
+        """Frame ``text_target`` as ``__tgt_lang__ text </s>``."""
+        self._frame(tgt_lang)
+
+    def _frame(self, lang: str) -> None:
+        token, lang_id, eos = self.get_lang_token(lang), self.get_lang_id(lang), str(self.eos_token)
+        self._tokenizer.post_processor = processors.TemplateProcessing(
+            single=[token, "$A", eos],
+            pair=[token, "$A", "$B", eos],
+            special_tokens=[(token, lang_id), (eos, self.eos_token_id)],
+        )
+        self.cur_lang_id = lang_id
+        self.prefix_tokens, self.suffix_tokens = [lang_id], [self.eos_token_id]
+
+    def update_post_processor(self) -> None:
+        """M2M100 always frames as ``__lang__ text </s>``; ``add_bos_token`` / ``add_eos_token`` do not apply."""
+        if getattr(self, "cur_lang_id", None) is not None:
+            self._frame(self.id_to_lang_token[self.cur_lang_id][2:-2])
+
+    def _switch_to_input_mode(self) -> None:
+        super()._switch_to_input_mode()
+        self.set_src_lang_special_tokens(self._src_lang)
+
+    def _switch_to_target_mode(self) -> None:
+        if self.tgt_lang is None:
+            raise ValueError("M2M100Tokenizer needs tgt_lang (e.g. tgt_lang='fr') to encode text_target.")
+        super()._switch_to_target_mode()
+        self.set_tgt_lang_special_tokens(self.tgt_lang)
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of ``vocab.json`` (the language tokens come after it), as in Transformers."""
+        return len(self.encoder)
+
+    def __len__(self) -> int:
+        return len(set(self.encoder) | set(self.added_tokens_encoder))
+
+    def _id_to_token(self, index: int) -> str:
+        added = self._source_backend.get_added_tokens_decoder()
+        if index in added:
+            return added[index].content
+        return self._id_to_piece.get(index, str(self.unk_token))
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        """Join pieces with SentencePiece, special tokens verbatim (no space added), as Transformers."""
+        spm, specials = self._decode_spm, set(self.all_special_tokens)
+        out, run = "", []
+        for token in tokens:
+            if token in specials:
+                out += spm.decode(run) + token
+                run = []
+            else:
+                run.append(token)
+        return (out + spm.decode(run)).strip()
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        """M2M100 adds the language token and ``</s>``."""
+        return 2
+
+
 # Transformers 5 names its tokenizers-backed classes without "Fast" and keeps the old names as aliases.
 LlamaTokenizerFast = LlamaTokenizer
 MBartTokenizerFast = MBartTokenizer
@@ -441,6 +578,7 @@ PegasusTokenizerFast = PegasusTokenizer
 
 TOKENIZER_CLASSES: dict[str, type[PreTrainedTokenizerFast]] = {
     "marian": MarianTokenizer,
+    "m2m100": M2M100Tokenizer,
     "mbart": MBartTokenizer,
     "mbart50": MBart50Tokenizer,
     "nllb": NllbTokenizer,
