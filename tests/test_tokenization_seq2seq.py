@@ -525,3 +525,51 @@ def test_m2m100_languages_and_errors(checkpoints: dict[str, Path], tmp_path: Pat
     (broken / "sentencepiece.bpe.model").unlink()
     with pytest.raises(ValueError, match=r"sentencepiece\.bpe\.model"):
         AutoTokenizer.from_pretrained(broken)
+
+
+def test_blenderbot_vocab_merges(tmp_path: Path) -> None:
+    """Blenderbot ships vocab.json + merges.txt: byte-level BPE with a prefix space, ``text </s>``.
+
+    Transformers 5's ``BlenderbotTokenizer`` builds no post-processor from these files and so appends
+    nothing; Transformers 4's appended ``</s>`` (its ``build_inputs_with_special_tokens``), which the
+    models were trained with and xlagen keeps. A Transformers 5 ``save_pretrained`` copy (tokenizer.json)
+    loads exactly as Transformers 5 loads it.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from xlagen.tokenization import BlenderbotTokenizer
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    backend.train_from_iterator(ENGLISH + GERMAN, trainer)
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    backend.model.save(str(hub))
+    _write_config(hub, {"tokenizer_class": "BlenderbotTokenizer"})
+    ours, theirs = _load_both(hub)
+    assert isinstance(ours, BlenderbotTokenizer) and type(theirs).__name__ == "BlenderbotTokenizer"
+    assert ours.special_tokens_map == theirs.special_tokens_map and len(ours) == len(theirs)
+    eos = ours.eos_token_id
+    for text in TEXTS:
+        assert ours(text).input_ids == [*theirs(text).input_ids, eos], text
+        assert ours.tokenize(text) == theirs.tokenize(text), text
+        for skip in (False, True):
+            ids = [*theirs(text).input_ids, eos]
+            assert ours.decode(ids, skip_special_tokens=skip) == theirs.decode(ids, skip_special_tokens=skip)
+    assert ours("Hello", "world").input_ids == [*theirs("Hello", "world").input_ids, eos]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs.save_pretrained(tmp_path / "saved")
+    ours, theirs = _load_both(tmp_path / "saved")
+    assert isinstance(ours, BlenderbotTokenizer)
+    for text in TEXTS:
+        assert ours(text).input_ids == theirs(text).input_ids, text
+    assert dict(ours(TEXTS[2:6], padding=True)) == dict(theirs(TEXTS[2:6], padding=True))
+    (hub / "merges.txt").unlink()
+    with pytest.raises((OSError, ValueError), match=r"merges\.txt"):
+        AutoTokenizer.from_pretrained(hub)

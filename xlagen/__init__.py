@@ -86,6 +86,11 @@ _TOKENIZER_NAMES = (
     "MarianTokenizer",
     "NllbTokenizer",
     "NllbTokenizerFast",
+    "BlenderbotTokenizer",
+    "BlenderbotTokenizerFast",
+    "M2M100Tokenizer",
+    "PegasusTokenizer",
+    "PegasusTokenizerFast",
 )
 
 
@@ -141,6 +146,11 @@ __all__ = [
     "MarianTokenizer",
     "NllbTokenizer",
     "NllbTokenizerFast",
+    "BlenderbotTokenizer",
+    "BlenderbotTokenizerFast",
+    "M2M100Tokenizer",
+    "PegasusTokenizer",
+    "PegasusTokenizerFast",
     "PretrainedConfig",
     "T5Config",
     "TFAutoModelForCausalLM",

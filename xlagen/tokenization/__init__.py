@@ -27,6 +27,8 @@ from xlagen.tokenization.auto import AutoTokenizer
 from xlagen.tokenization.encoding import BatchEncoding
 from xlagen.tokenization.fast import GPT2TokenizerFast, PreTrainedTokenizerFast
 from xlagen.tokenization.seq2seq import (
+    BlenderbotTokenizer,
+    BlenderbotTokenizerFast,
     LlamaTokenizer,
     LlamaTokenizerFast,
     M2M100Tokenizer,
@@ -46,6 +48,8 @@ __all__ = [
     "AutoTokenizer",
     "BatchEncoding",
     "GPT2TokenizerFast",
+    "BlenderbotTokenizer",
+    "BlenderbotTokenizerFast",
     "LlamaTokenizer",
     "LlamaTokenizerFast",
     "M2M100Tokenizer",

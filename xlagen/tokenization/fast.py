@@ -24,6 +24,7 @@ from xlagen.tokenization.loaders import (
     _build_t5_sentencepiece,
     _load_tokenizer_json,
     _split_init_kwargs,
+    build_blenderbot_bpe,
     build_roberta_bpe,
     build_sentencepiece_backend,
     tokenizer_family,
@@ -384,6 +385,8 @@ class PreTrainedTokenizerFast:
             backend = _build_t5_sentencepiece(directory, spiece_model, config, tokenizer_class)
         elif family == "roberta":
             backend = build_roberta_bpe(directory, config)
+        elif family == "blenderbot":
+            backend = build_blenderbot_bpe(directory, config)
         else:
             backend = _build_gpt2_bpe(directory, bool(config.get("add_prefix_space") or False))
             # Transformers' GPT2Tokenizer defaults; only the GPT-2 family ships bare vocab/merges files.

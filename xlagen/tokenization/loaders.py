@@ -118,6 +118,7 @@ _FAMILY_BY_CLASS = {
     "PegasusTokenizer": "pegasus",
     "RobertaTokenizer": "roberta",
     "BartTokenizer": "roberta",
+    "BlenderbotTokenizer": "blenderbot",
     **dict.fromkeys(_T5_TOKENIZER_CLASSES, "t5"),
 }
 _FAMILY_BY_MODEL_TYPE = {
@@ -129,6 +130,7 @@ _FAMILY_BY_MODEL_TYPE = {
     "pegasus": "pegasus",
     "roberta": "roberta",
     "bart": "roberta",
+    "blenderbot": "blenderbot",
     **dict.fromkeys(_T5_MODEL_TYPES, "t5"),
 }
 # The SentencePiece file each family ships instead of a tokenizer.json.
@@ -181,6 +183,7 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 FAMILY_DEFAULTS["nllb"] = dict(FAMILY_DEFAULTS["mbart"])
 FAMILY_DEFAULTS["roberta"] = dict(FAMILY_DEFAULTS["mbart"])
+FAMILY_DEFAULTS["blenderbot"] = dict(FAMILY_DEFAULTS["mbart"])
 
 
 def build_roberta_bpe(directory: Path, config: dict[str, Any]) -> Tokenizer:
@@ -202,6 +205,27 @@ def build_roberta_bpe(directory: Path, config: dict[str, Any]) -> Tokenizer:
         (cls, ids[cls]),
         trim_offsets=bool(config.get("trim_offsets", True)),
         add_prefix_space=add_prefix_space,
+    )
+    return backend
+
+
+def build_blenderbot_bpe(directory: Path, config: dict[str, Any]) -> Tokenizer:
+    """Blenderbot from ``vocab.json`` + ``merges.txt``: byte-level BPE (``add_prefix_space`` by default) with
+    ``</s>`` appended, as Transformers 4's ``BlenderbotTokenizer`` (Transformers 5 appends nothing)."""
+    for key, value in FAMILY_DEFAULTS["roberta"].items():
+        config.setdefault(key, value)
+    if isinstance(config["mask_token"], str):  # Blenderbot's mask token strips the space before it
+        config["mask_token"] = AddedToken(config["mask_token"], lstrip=True, rstrip=False, normalized=False)
+    config["add_prefix_space"] = (
+        True if config.get("add_prefix_space") is None else bool(config["add_prefix_space"])
+    )
+    backend = _build_gpt2_bpe(directory, config["add_prefix_space"])
+    eos = str(config["eos_token"])
+    eos_id = backend.token_to_id(eos)
+    if eos_id is None:
+        raise ValueError(f"{str(directory / VOCAB_FILE)!r} lacks Blenderbot's end-of-sequence token {eos!r}.")
+    backend.post_processor = processors.TemplateProcessing(
+        single=["$A", eos], pair=["$A", "$B", eos], special_tokens=[(eos, eos_id)]
     )
     return backend
 

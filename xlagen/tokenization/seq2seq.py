@@ -31,6 +31,8 @@ from xlagen.tokenization.sentencepiece import (
 )
 
 __all__ = [
+    "BlenderbotTokenizer",
+    "BlenderbotTokenizerFast",
     "LlamaTokenizer",
     "LlamaTokenizerFast",
     "M2M100Tokenizer",
@@ -205,6 +207,10 @@ class PegasusTokenizer(PreTrainedTokenizerFast):
         self._tokenizer.post_processor = processors.TemplateProcessing(
             single=["$A", eos], pair=["$A", "$B", eos], special_tokens=[(eos, self.eos_token_id)]
         )
+
+
+class BlenderbotTokenizer(PreTrainedTokenizerFast):
+    """Blenderbot byte-level BPE tokenizer: ``text </s>`` (from ``vocab.json`` + ``merges.txt``)."""
 
 
 class LlamaTokenizer(PreTrainedTokenizerFast):
@@ -570,6 +576,7 @@ class M2M100Tokenizer(MarianTokenizer):
 
 
 # Transformers 5 names its tokenizers-backed classes without "Fast" and keeps the old names as aliases.
+BlenderbotTokenizerFast = BlenderbotTokenizer
 LlamaTokenizerFast = LlamaTokenizer
 MBartTokenizerFast = MBartTokenizer
 MBart50TokenizerFast = MBart50Tokenizer
@@ -583,5 +590,6 @@ TOKENIZER_CLASSES: dict[str, type[PreTrainedTokenizerFast]] = {
     "mbart50": MBart50Tokenizer,
     "nllb": NllbTokenizer,
     "llama": LlamaTokenizer,
+    "blenderbot": BlenderbotTokenizer,
     "pegasus": PegasusTokenizer,
 }
