@@ -44,6 +44,23 @@ VARIANTS = {
             "original_max_position_embeddings": 16,
         },
     },
+    # Dynamic NTK past max_position_embeddings (8): the prompts (up to 14 tokens) and every decode
+    # step grow the rope base, from the longest position of each forward call, as Transformers does.
+    # initializer_range 0.2 (here and in the YaRN variants): at 0.02 attention is nearly uniform and
+    # the greedy tokens do not change even with the scaling left out.
+    "rope_dynamic": {
+        "initializer_range": 0.2,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 8,
+        "rope_scaling": {"rope_type": "dynamic", "factor": 2.0},
+    },
+    # YaRN with prompts longer than original_max_position_embeddings; attention factor from the factor.
+    "rope_yarn": {
+        "initializer_range": 0.2,
+        "head_dim": 16,
+        "max_position_embeddings": 32,
+        "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8},
+    },
 }
 
 
@@ -55,6 +72,26 @@ FAMILY = {
         {"num_key_value_heads": 2, "use_sliding_window": True, "sliding_window": 5, "max_window_layers": 1},
     ),
     "qwen3_qk_norm": ("qwen3", {"num_key_value_heads": 1, "head_dim": 16, "tie_word_embeddings": True}),
+    # Qwen2.5-style YaRN: untruncated ramp, own betas, attention factor from mscale / mscale_all_dim.
+    "qwen2_yarn_mscale": (
+        "qwen2",
+        {
+            "initializer_range": 0.2,
+            "head_dim": 16,
+            "rope_theta": 100.0,
+            "max_position_embeddings": 32,
+            "rope_scaling": {
+                "rope_type": "yarn",
+                "factor": 4.0,
+                "original_max_position_embeddings": 8,
+                "truncate": False,
+                "beta_fast": 16,
+                "beta_slow": 2,
+                "mscale": 0.7,
+                "mscale_all_dim": 0.3,
+            },
+        },
+    ),
     "qwen3_window": (
         "qwen3",
         {"head_dim": 8, "use_sliding_window": True, "sliding_window": 3, "max_window_layers": 0},
@@ -98,8 +135,17 @@ def llama(request, tmp_path_factory):
     return pt_model, model
 
 
+def fresh_rope(pt_model) -> None:
+    """Reset Transformers' dynamic-rope state (frequencies grown by an earlier, longer call) with
+    the reset it does itself, a call shorter than max_position_embeddings: xlagen keeps no state
+    between calls, so the reference must start from the config's frequencies too."""
+    with torch.no_grad():
+        pt_model(torch.tensor([[3]]))
+
+
 def test_logits_match_on_left_padded_batch(llama):
     pt_model, model = llama
+    fresh_rope(pt_model)
     ids, mask = left_padded_batch(np.random.default_rng(0), [3, 9, 14, 1], vocab=128, pad=PAD)
     positions = np.maximum(mask.cumsum(1) - 1, 0)
     with torch.no_grad():
@@ -118,6 +164,7 @@ def test_logits_match_on_left_padded_batch(llama):
 def test_generation_matches_transformers_in_xla_and_eager(llama, num_beams):
     pt_model, model = llama
     ids, mask = left_padded_batch(np.random.default_rng(1), [3, 10, 7], vocab=128, pad=PAD)
+    fresh_rope(pt_model)
     with torch.no_grad():
         reference = pt_model.generate(
             torch.tensor(ids),
@@ -140,13 +187,18 @@ def test_generation_matches_transformers_in_xla_and_eager(llama, num_beams):
 
 
 def test_unsupported_options_are_refused_by_name(tmp_path):
-    with pytest.raises(ValueError, match="rope_scaling"):
-        xlagen.LlamaConfig(**TINY_LLAMA, rope_scaling={"rope_type": "yarn", "factor": 2.0})
+    with pytest.raises(ValueError, match=r"rope_scaling \(dynamic\) needs numbers for \['factor'\]"):
+        xlagen.LlamaConfig(**TINY_LLAMA, rope_scaling={"rope_type": "dynamic"})
+    with pytest.raises(ValueError, match="beta_fast"):
+        xlagen.LlamaConfig(**TINY_LLAMA, rope_scaling={"rope_type": "yarn", "factor": 2.0, "beta_fast": "x"})
+    with pytest.raises(ValueError, match="truncate"):
+        xlagen.LlamaConfig(**TINY_LLAMA, rope_scaling={"rope_type": "yarn", "factor": 2.0, "truncate": 1})
     # Transformers 5's layout: rope_parameters
     transformers.LlamaConfig(
-        **TINY_LLAMA, rope_scaling={"rope_type": "dynamic", "factor": 2.0}
+        **TINY_LLAMA,
+        rope_scaling={"rope_type": "longrope", "short_factor": [1.0] * 4, "long_factor": [2.0] * 4},
     ).save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="'dynamic' is not supported"):
+    with pytest.raises(ValueError, match="'longrope' is not supported"):
         xlagen.AutoConfig.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="num_key_value_heads"):
         xlagen.LlamaConfig(**{**TINY_LLAMA, "num_key_value_heads": 3})

@@ -9,6 +9,7 @@ MLP. Weights keep Hugging Face's state-dict names (``model.layers.0.self_attn.q_
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from xlagen.modeling_utils import CausalLMOutput, TFPreTrainedModel
@@ -29,12 +30,43 @@ from xlagen.models.layers import (
 from xlagen.models.llama.configuration import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
 
-def rotary_tables(position_ids: tf.Tensor, inv_freq) -> tuple[tf.Tensor, tf.Tensor]:
-    """cos, sin [B, 1, T, head_dim] for integer positions [B, T] and frequencies [head_dim / 2]."""
-    inv_freq = tf.constant(inv_freq, tf.float32)
+def rotary_tables(position_ids: tf.Tensor, inv_freq, scaling: float = 1.0) -> tuple[tf.Tensor, tf.Tensor]:
+    """cos, sin [B, 1, T, head_dim] for integer positions [B, T] and frequencies [head_dim / 2]
+    (or one set per row, [B, 1, head_dim / 2]), both times ``scaling`` (YaRN's attention factor)."""
+    inv_freq = tf.convert_to_tensor(inv_freq, tf.float32)
     freqs = tf.cast(position_ids, tf.float32)[..., None] * inv_freq  # [B, T, D/2]
     emb = tf.concat([freqs, freqs], axis=-1)[:, None]
-    return tf.cos(emb), tf.sin(emb)
+    if scaling == 1.0:
+        return tf.cos(emb), tf.sin(emb)
+    return tf.cos(emb) * scaling, tf.sin(emb) * scaling
+
+
+def dynamic_ntk_inv_freq(config: LlamaConfig, position_ids: tf.Tensor, per_row: bool) -> tf.Tensor:
+    """Dynamic NTK frequencies [1 or B, 1, head_dim / 2] for the positions of one forward call.
+
+    Transformers 5 (``dynamic_rope_update``) recomputes them from ``seq_len = max(position_ids) + 1``
+    over the whole call once that exceeds ``max_position_embeddings``, with the rope base grown to
+    ``theta * (factor * seq_len / max_pos - (factor - 1)) ** (d / (d - 2))``, in float32. Keys
+    already cached keep the rotation they were written with, here as there. ``per_row``: one
+    ``seq_len`` per row (the server's decode slots, independent requests) instead of the batch's
+    largest; requests prefilled together in one server insert still share the batch's largest.
+
+    Transformers also keeps grown frequencies between calls (until a call shorter than
+    ``max_position_embeddings`` resets them); xlagen keeps no state, so it equals a Transformers
+    model whose previous call was short (or a fresh one). Within one ``generate`` the positions only
+    grow, so both agree step by step.
+    """
+    d, n, factor = config.head_dim, config.max_position_embeddings, config._rope["factor"]
+    static = tf.constant(config.rope_inv_freq(), tf.float32)
+    longest = tf.reduce_max(tf.cast(position_ids, tf.int32), axis=1 if per_row else None) + 1
+    longest = tf.reshape(longest, [-1, 1, 1])  # [B or 1, 1, 1]
+    seq_len = tf.cast(tf.maximum(longest, n), tf.float32)
+    ratio = tf.constant(factor, tf.float32) * seq_len / tf.constant(n, tf.float32)
+    ratio = ratio - tf.constant(factor - 1, tf.float32)
+    base = tf.constant(config.rope_theta, tf.float32) * tf.pow(ratio, tf.constant(d / (d - 2), tf.float32))
+    exponents = tf.constant(np.arange(0, d, 2, dtype=np.float32) / np.float32(d))
+    grown = 1.0 / tf.pow(base, exponents)
+    return tf.where(longest > n, grown, static)
 
 
 def apply_rotary(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor) -> tf.Tensor:
@@ -155,6 +187,8 @@ class TFLlamaForCausalLM(TFPreTrainedModel):
         self.norm = RMSNorm("model.norm", c, config.rms_norm_eps, name="norm")
         self._windows = config.layer_windows()
         self._inv_freq = config.rope_inv_freq()
+        self._rope_scaling = config.rope_attention_scaling()
+        self._dynamic_rope = config._rope["rope_type"] == "dynamic"
         if config.tie_word_embeddings:
             self.lm_head_weight = self.embed_tokens
         else:
@@ -168,7 +202,11 @@ class TFLlamaForCausalLM(TFPreTrainedModel):
         window of cache slots behind the query (slots, as Transformers counts, padding included)."""
         ids = tf.clip_by_value(tf.cast(input_ids, tf.int32), 0, self.config.vocab_size - 1)
         h = tf.gather(self.embed_tokens, ids)
-        rotary = rotary_tables(position_ids, self._inv_freq)
+        inv_freq = self._inv_freq
+        if self._dynamic_rope:
+            per_row = cache_index is not None and tf.convert_to_tensor(cache_index).shape.rank == 1
+            inv_freq = dynamic_ntk_inv_freq(self.config, position_ids, per_row)
+        rotary = rotary_tables(position_ids, inv_freq, self._rope_scaling)
         masks = {None: allowed}
         for window in sorted(set(self._windows) - {None}):
             t, s = shape_list(allowed)[2], shape_list(allowed)[3]
@@ -234,8 +272,9 @@ class TFLlamaForCausalLM(TFPreTrainedModel):
         return self._logits(h), new_cache
 
     @property
-    def max_positions(self) -> int:
-        return self.config.max_position_embeddings
+    def max_positions(self) -> int | None:
+        """``max_position_embeddings``; None (no limit) under dynamic NTK rope, which exists to run past it."""
+        return None if self._dynamic_rope else self.config.max_position_embeddings
 
 
 class TFMistralForCausalLM(TFLlamaForCausalLM):
