@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -202,3 +204,54 @@ def test_unsupported_options_are_refused_by_name(tmp_path):
         xlagen.AutoConfig.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="num_key_value_heads"):
         xlagen.LlamaConfig(**{**TINY_LLAMA, "num_key_value_heads": 3})
+
+
+@pytest.fixture(scope="module")
+def bf16_checkpoint(tmp_path_factory):
+    """A Qwen3 checkpoint saved in bfloat16 (what these models ship as); the torch model in bfloat16."""
+    path = tmp_path_factory.mktemp("llama_bf16")
+    pt_model = write_llama(path, seed=5, family="qwen3", num_key_value_heads=2, head_dim=8)
+    pt_model.to(torch.bfloat16).save_pretrained(path)
+    return path, pt_model
+
+
+def test_half_precision_checkpoint_runs_in_float32_by_default(bf16_checkpoint, tmp_path):
+    path, pt_model = bf16_checkpoint
+    ids, mask = left_padded_batch(np.random.default_rng(2), [4, 9], vocab=128, pad=PAD)
+    positions = np.maximum(mask.cumsum(1) - 1, 0)
+    reference = [copy.deepcopy(pt_model).float()]
+    pt_model.to(torch.float16).save_pretrained(tmp_path)  # float16 files too
+    reference.append(copy.deepcopy(pt_model).float())
+    pt_model.to(torch.bfloat16)
+    for directory, ref_model in zip((path, tmp_path), reference):
+        model = xlagen.TFAutoModelForCausalLM.from_pretrained(directory)
+        assert {v.dtype for v in model.weights} == {"float32"}
+        with torch.no_grad():
+            ref = ref_model(
+                torch.tensor(ids), attention_mask=torch.tensor(mask), position_ids=torch.tensor(positions)
+            ).logits.numpy()
+        ours = model(tf.constant(ids), attention_mask=tf.constant(mask), position_ids=tf.constant(positions))
+        assert np.abs(ours.logits.numpy() - ref)[mask.astype(bool)].max() <= 1e-4
+
+
+def test_dtype_bfloat16_keeps_weights_in_bfloat16(bf16_checkpoint):
+    path, pt_model = bf16_checkpoint
+    for dtype in ("bfloat16", tf.bfloat16, "auto"):  # auto: the config's dtype (bfloat16 here)
+        model = xlagen.TFAutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        assert {v.dtype for v in model.weights} == {"bfloat16"}
+    ids, mask = left_padded_batch(np.random.default_rng(3), [4, 9], vocab=128, pad=PAD)
+    positions = np.maximum(mask.cumsum(1) - 1, 0)
+    with torch.no_grad():
+        ref = pt_model(
+            torch.tensor(ids), attention_mask=torch.tensor(mask), position_ids=torch.tensor(positions)
+        ).logits.float()
+    ours = model(tf.constant(ids), attention_mask=tf.constant(mask), position_ids=tf.constant(positions))
+    assert ours.logits.dtype == tf.float32
+    # bfloat16 rounding (8 bits of mantissa) in both, in different places: close, not equal
+    assert np.abs(ours.logits.numpy() - ref.numpy())[mask.astype(bool)].max() <= 0.02
+    out = np.asarray(model.generate(ids, attention_mask=mask, max_new_tokens=4, do_sample=False))
+    assert out.shape == (2, 13)
+    with pytest.raises(ValueError, match="dtype='float16' is not supported"):
+        xlagen.TFAutoModelForCausalLM.from_pretrained(path, dtype="float16")
+    model = xlagen.TFAutoModelForCausalLM.from_pretrained(path, torch_dtype="float32")  # the old name
+    assert {v.dtype for v in model.weights} == {"float32"}

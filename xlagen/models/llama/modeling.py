@@ -70,7 +70,8 @@ def dynamic_ntk_inv_freq(config: LlamaConfig, position_ids: tf.Tensor, per_row: 
 
 
 def apply_rotary(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor) -> tf.Tensor:
-    """``x * cos + rotate_half(x) * sin`` on [B, H, T, D]."""
+    """``x * cos + rotate_half(x) * sin`` on [B, H, T, D] (cos/sin, computed in float32, cast to x's dtype)."""
+    cos, sin = tf.cast(cos, x.dtype), tf.cast(sin, x.dtype)
     half = x.shape[-1] // 2
     rotated = tf.concat([-x[..., half:], x[..., :half]], axis=-1)
     return x * cos + rotated * sin
@@ -113,8 +114,9 @@ class LlamaAttention(WeightLayer):
         o = self.new_weight(f"{prefix}.o_proj.weight", (c, self.num_heads * d), init)
         self.proj["o_proj"] = (o, self.new_weight(f"{prefix}.o_proj.bias", (c,)) if o_bias else None)
         if config.model_type == "qwen3":  # per-head RMSNorm of queries and keys, before the rotation
-            self.q_norm = RMSNorm(f"{prefix}.q_norm", d, config.rms_norm_eps)
-            self.k_norm = RMSNorm(f"{prefix}.k_norm", d, config.rms_norm_eps)
+            dtype = self.dtype_policy.name
+            self.q_norm = RMSNorm(f"{prefix}.q_norm", d, config.rms_norm_eps, dtype=dtype)
+            self.k_norm = RMSNorm(f"{prefix}.k_norm", d, config.rms_norm_eps, dtype=dtype)
         else:
             self.q_norm = self.k_norm = None
         self.scaling = d**-0.5
@@ -145,9 +147,12 @@ class LlamaDecoderLayer(WeightLayer):
         super().__init__(**kw)
         c, f = config.hidden_size, config.intermediate_size
         init = keras.initializers.RandomNormal(stddev=config.initializer_range)
-        self.self_attn = LlamaAttention(config, f"{prefix}.self_attn")
-        self.input_layernorm = RMSNorm(f"{prefix}.input_layernorm", c, config.rms_norm_eps)
-        self.post_attention_layernorm = RMSNorm(f"{prefix}.post_attention_layernorm", c, config.rms_norm_eps)
+        dtype = self.dtype_policy.name
+        self.self_attn = LlamaAttention(config, f"{prefix}.self_attn", dtype=dtype)
+        self.input_layernorm = RMSNorm(f"{prefix}.input_layernorm", c, config.rms_norm_eps, dtype=dtype)
+        self.post_attention_layernorm = RMSNorm(
+            f"{prefix}.post_attention_layernorm", c, config.rms_norm_eps, dtype=dtype
+        )
         bias = config.mlp_bias
         self.mlp = {}
         for name, shape in (("gate_proj", (f, c)), ("up_proj", (f, c)), ("down_proj", (c, f))):
@@ -170,21 +175,25 @@ class TFLlamaForCausalLM(TFPreTrainedModel):
     """Llama with a language-modelling head (tied to the token embedding when the config ties it)."""
 
     config_class = LlamaConfig
+    # bfloat16 halves the weights' memory; on CPU it measured no faster than float32 (README), so
+    # float32 stays the default. float16 is refused: the attention mask's -1e30 overflows it.
+    supported_dtypes = ("float32", "bfloat16")
 
     def __init__(self, config: LlamaConfig, **kw) -> None:
         super().__init__(config, **kw)
         c = config.hidden_size
         init = keras.initializers.RandomNormal(stddev=config.initializer_range)
-        self.embeddings = WeightLayer(name="embeddings")
+        dtype = self.dtype_policy.name  # float32, or bfloat16 (from_pretrained(dtype=...))
+        self.embeddings = WeightLayer(name="embeddings", dtype=dtype)
         self.embed_tokens = self.embeddings.new_weight(
             "model.embed_tokens.weight", (config.vocab_size, c), init
         )
         self.embeddings.built = True
         self.decoder_layers = [
-            LlamaDecoderLayer(config, f"model.layers.{i}", name=f"layers_{i}")
+            LlamaDecoderLayer(config, f"model.layers.{i}", name=f"layers_{i}", dtype=dtype)
             for i in range(config.num_hidden_layers)
         ]
-        self.norm = RMSNorm("model.norm", c, config.rms_norm_eps, name="norm")
+        self.norm = RMSNorm("model.norm", c, config.rms_norm_eps, name="norm", dtype=dtype)
         self._windows = config.layer_windows()
         self._inv_freq = config.rope_inv_freq()
         self._rope_scaling = config.rope_attention_scaling()
@@ -192,7 +201,7 @@ class TFLlamaForCausalLM(TFPreTrainedModel):
         if config.tie_word_embeddings:
             self.lm_head_weight = self.embed_tokens
         else:
-            self.lm_head = WeightLayer(name="lm_head")
+            self.lm_head = WeightLayer(name="lm_head", dtype=dtype)
             self.lm_head_weight = self.lm_head.new_weight("lm_head.weight", (config.vocab_size, c), init)
             self.lm_head.built = True
         self.built = True
@@ -227,7 +236,8 @@ class TFLlamaForCausalLM(TFPreTrainedModel):
         return h, tuple(new_cache)
 
     def _logits(self, h):
-        return linear(self.norm(h), self.lm_head_weight)
+        """Logits in float32 whatever the weights' dtype (what the decoding processors work in)."""
+        return tf.cast(linear(self.norm(h), self.lm_head_weight), tf.float32)
 
     def call(
         self, input_ids, attention_mask=None, position_ids=None, labels=None, training=False
@@ -260,7 +270,9 @@ class TFLlamaForCausalLM(TFPreTrainedModel):
     def init_cache(self, batch_size: int, max_length: int):
         """Zeroed key/value cache: one (k, v) pair of [batch * kv_heads, max_length, head_dim] per layer."""
         c = self.config
-        return kv_caches(c.num_hidden_layers, batch_size, c.num_key_value_heads, max_length, c.head_dim)
+        cache = kv_caches(c.num_hidden_layers, batch_size, c.num_key_value_heads, max_length, c.head_dim)
+        dtype = self.dtype_policy.compute_dtype
+        return cache if dtype == "float32" else tf.nest.map_structure(lambda t: tf.cast(t, dtype), cache)
 
     def forward_cached(self, input_ids, position_ids, attention_mask, cache, cache_index, last_only=True):
         """Run ``input_ids`` [B, T] at cache slots ``cache_index``.. and return (logits, new cache)."""
