@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -255,3 +257,27 @@ def test_dtype_bfloat16_keeps_weights_in_bfloat16(bf16_checkpoint):
         xlagen.TFAutoModelForCausalLM.from_pretrained(path, dtype="float16")
     model = xlagen.TFAutoModelForCausalLM.from_pretrained(path, torch_dtype="float32")  # the old name
     assert {v.dtype for v in model.weights} == {"float32"}
+
+
+def test_mistral_tf_model_h5_from_transformers_4_loads(tmp_path):
+    """Transformers 4.57's TFMistralForCausalLM wrote tf_model.h5 (scripts/make_tf_h5_fixtures.py):
+    xlagen loads it alone with the logits and greedy tokens of Transformers 5 on the same weights."""
+    fixture = Path(__file__).resolve().parent.parent / "fixtures" / "tf_h5" / "mistral"
+    for name in ("config.json", "tf_model.h5"):
+        shutil.copy(fixture / name, tmp_path / name)
+    model = xlagen.TFAutoModelForCausalLM.from_pretrained(tmp_path)
+    assert type(model).__name__ == "TFMistralForCausalLM"
+    pt_model = transformers.MistralForCausalLM.from_pretrained(fixture).eval()
+    ids, mask = left_padded_batch(np.random.default_rng(4), [7, 2, 11], vocab=128, pad=PAD)
+    positions = np.maximum(mask.cumsum(1) - 1, 0)
+    with torch.no_grad():
+        ref = pt_model(
+            torch.tensor(ids), attention_mask=torch.tensor(mask), position_ids=torch.tensor(positions)
+        ).logits.numpy()
+        tokens = pt_model.generate(
+            torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=8, do_sample=False
+        ).numpy()
+    ours = model(tf.constant(ids), attention_mask=tf.constant(mask), position_ids=tf.constant(positions))
+    assert np.abs(ours.logits.numpy() - ref)[mask.astype(bool)].max() <= 1e-4
+    out = model.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False)
+    np.testing.assert_array_equal(np.asarray(out), tokens)
