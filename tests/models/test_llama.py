@@ -281,3 +281,19 @@ def test_mistral_tf_model_h5_from_transformers_4_loads(tmp_path):
     assert np.abs(ours.logits.numpy() - ref)[mask.astype(bool)].max() <= 1e-4
     out = model.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False)
     np.testing.assert_array_equal(np.asarray(out), tokens)
+
+
+def test_dynamic_rope_in_server_slots_matches_generate_alone(tmp_path):
+    """The server's slots run unrelated requests side by side: each row grows its dynamic NTK
+    frequencies from its own length, so a request decodes as ``generate`` on it alone would."""
+    from tests.generation.test_slots import drive, reference
+    from xlagen.generation.slots import SlotEngine
+
+    write_llama(tmp_path, seed=9, **VARIANTS["rope_dynamic"])
+    model = xlagen.TFAutoModelForCausalLM.from_pretrained(tmp_path)
+    engine = SlotEngine(model, slots=3, max_length=40, steps_per_call=3, prompt_buckets=(8, 16))
+    rng = np.random.default_rng(5)
+    jobs = [(rng.integers(3, 128, n).tolist(), {"max_new_tokens": 12}) for n in (3, 14, 9, 6)]
+    for (prompt, options), tokens in zip(jobs, drive(engine, jobs, per_insert=1)):
+        want = reference(model, prompt, options)
+        assert tokens == want[: len(tokens)], prompt
