@@ -109,6 +109,24 @@ def _whisper() -> tuple[transformers.PretrainedConfig, str, str]:
     return cfg, "WhisperForConditionalGeneration", "TFWhisperForConditionalGeneration"
 
 
+def _mistral() -> tuple[transformers.PretrainedConfig, str, str]:
+    """Transformers 4.57's only TF model of the Llama family (there is no TFLlama or TFQwen2)."""
+    cfg = transformers.MistralConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        sliding_window=None,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    return cfg, "MistralForCausalLM", "TFMistralForCausalLM"
+
+
 FIXTURES: dict[str, Callable[[], tuple[transformers.PretrainedConfig, str, str]]] = {
     "gpt2": _gpt2,
     "opt": _opt(),
@@ -116,6 +134,7 @@ FIXTURES: dict[str, Callable[[], tuple[transformers.PretrainedConfig, str, str]]
     "t5": _t5(),
     "t5_v11": _t5(feed_forward_proj="gated-gelu", tie_word_embeddings=False),
     "whisper": _whisper,
+    "mistral": _mistral,
     # Same model as "t5", but tf_model.h5 is saved in shards (tf_model-0000i-of-0000n.h5 + tf_model.h5.index.json),
     # which use a different h5 layout (one top-level dataset per weight).
     "t5_sharded": _t5(),

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from xlagen.cli import main
+import json
+
+import pytest
+import torch
+import transformers
+
+import xlagen
+from xlagen.cli import chat_prompts, main
 
 
 def test_generate_greedy_and_timing(gpt2_tokenizer_checkpoint, capsys):
@@ -40,3 +47,122 @@ def test_default_demo_model_prints_real_words(capsys):
     words = capsys.readouterr().out.lower().replace(",", " ").replace(".", " ").split()
     common = {"the", "and", "unto", "of", "he", "said", "him", "lord", "god", "that", "i", "thee", "thou"}
     assert sum(w in common for w in words[3:]) >= 4, words
+
+
+# -- Llama-family directories with a byte-level BPE tokenizer.json --------------------------------
+
+QWEN_TEMPLATE = (  # Qwen2.5's, without the tool-calling branches
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>system\\nYou are Qwen, a helpful assistant.<|im_end|>\\n' }}{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message.role == 'user' or (message.role == 'system' and not loop.first) %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}"
+    "{%- elif message.role == 'assistant' %}{{- '<|im_start|>assistant\\n' + message.content + '<|im_end|>\\n' }}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+LLAMA3_TEMPLATE = (  # Llama 3's: bos variable, trimmed contents, a namespace, header tokens
+    "{{- bos_token }}{%- set ns = namespace(system='') %}"
+    "{%- if messages[0]['role'] == 'system' %}{%- set ns.system = messages[0]['content'] | trim %}"
+    "{%- set messages = messages[1:] %}{%- endif %}"
+    "{{- '<|start_header_id|>system<|end_header_id|>\\n\\n' }}"
+    "{{- 'Cutting Knowledge Date: December 2023\\n\\n' + ns.system + '<|eot_id|>' }}"
+    "{%- for message in messages %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim"
+    " + '<|eot_id|>' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+)
+SPECIALS = [
+    "<s>",
+    "</s>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+]
+CORPUS = [
+    "TensorFlow compiles the decoding loop with XLA, once per shape.",
+    "Llama, Mistral and Qwen share one core: rotary positions, grouped queries, RMSNorm.",
+    "The quick brown fox jumps over the lazy dog. Hello there! How are you today?",
+]
+
+
+def write_family_with_tokenizer(path, family: str, template: str | None = None):
+    """A tiny random ``family`` checkpoint and a byte-level BPE tokenizer.json trained here (the
+    template, if any, in tokenizer_config.json's ``chat_template``); returns the torch model."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from tests.models.test_llama import write_llama
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    backend.train_from_iterator(CORPUS * 4, trainer)
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="<|im_end|>" if template else "</s>"
+    )
+    tokenizer.save_pretrained(path)
+    (path / "chat_template.jinja").unlink(missing_ok=True)
+    if template is not None:
+        config = json.loads((path / "tokenizer_config.json").read_text())
+        config["chat_template"] = template
+        (path / "tokenizer_config.json").write_text(json.dumps(config))
+    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=None)
+    return write_llama(path, seed=7, family=family, vocab_size=len(tokenizer), **ids)
+
+
+def greedy_reference(pt_model, path, ids: list[int], new: int) -> str:
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    with torch.no_grad():
+        out = pt_model.generate(
+            torch.tensor([ids]),
+            max_new_tokens=new,
+            do_sample=False,
+            pad_token_id=tokenizer.eos_token_id,
+        )
+    return tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "qwen3"])
+def test_generate_llama_family_directory(family, tmp_path, capsys):
+    pt_model = write_family_with_tokenizer(tmp_path, family)
+    prompt = "The quick brown fox"
+    assert main(["generate", "--model", str(tmp_path), prompt, "--max-new-tokens", "8"]) == 0
+    ids = transformers.AutoTokenizer.from_pretrained(tmp_path)(prompt)["input_ids"]
+    assert capsys.readouterr().out == prompt + greedy_reference(pt_model, tmp_path, ids, 8) + "\n"
+
+
+@pytest.mark.parametrize(("family", "template"), [("qwen2", QWEN_TEMPLATE), ("llama", LLAMA3_TEMPLATE)])
+def test_generate_chat_renders_the_template_like_transformers(family, template, tmp_path, capsys):
+    pt_model = write_family_with_tokenizer(tmp_path, family, template)
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    ours = xlagen.AutoTokenizer.from_pretrained(tmp_path)
+    prompts = ["Hello there!", "  How are you today?  "]
+    for system in (None, " Be brief. "):
+        head = [] if system is None else [{"role": "system", "content": system}]
+        want = [
+            hf.apply_chat_template(
+                [*head, {"role": "user", "content": p}], add_generation_prompt=True, tokenize=False
+            )
+            for p in prompts
+        ]
+        assert chat_prompts(ours, prompts, system) == want
+    args = ["generate", "--model", str(tmp_path), prompts[0], "--chat", "--system", "Be brief."]
+    assert main([*args, "--max-new-tokens", "6"]) == 0
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": prompts[0]}]
+    ids = hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    assert capsys.readouterr().out == greedy_reference(pt_model, tmp_path, ids, 6) + "\n"
+
+
+def test_system_needs_chat(gpt2_tokenizer_checkpoint, capsys):
+    path, _ = gpt2_tokenizer_checkpoint
+    assert main(["generate", "--model", str(path), "hi", "--system", "x"]) == 2
+    assert "--system only applies with --chat" in capsys.readouterr().err
+    assert main(["generate", "--model", str(path), "hi", "--chat"]) == 2
+    assert "no chat template" in capsys.readouterr().err

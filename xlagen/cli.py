@@ -28,9 +28,28 @@ def _load(model_dir: str):
     return model, tokenizer, seq2seq
 
 
+def chat_prompts(tokenizer, prompts: list[str], system: str | None = None) -> list[str]:
+    """Each prompt as a one-turn conversation (after ``system``, if given) rendered with the
+    checkpoint's chat template and the assistant's header, as Transformers'
+    ``apply_chat_template(messages, add_generation_prompt=True)`` renders it."""
+    head = [] if system is None else [{"role": "system", "content": system}]
+    return [
+        tokenizer.apply_chat_template(
+            [*head, {"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        )
+        for prompt in prompts
+    ]
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
+    if args.system is not None and not args.chat:
+        raise ValueError("--system only applies with --chat")
     model, tokenizer, seq2seq = _load(args.model)
-    inputs = tokenizer(args.prompt, padding=True, return_tensors="np")
+    if args.chat:  # the template writes the special tokens (bos...): none are added again
+        texts = chat_prompts(tokenizer, args.prompt, args.system)
+        inputs = tokenizer(texts, padding=True, add_special_tokens=False, return_tensors="np")
+    else:
+        inputs = tokenizer(args.prompt, padding=True, return_tensors="np")
     options = dict(max_new_tokens=args.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
     if args.do_sample:
         options.update(do_sample=True, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
@@ -46,7 +65,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     skip = 0 if seq2seq else inputs["input_ids"].shape[1]
     for prompt, row in zip(args.prompt, out):
         text = tokenizer.decode(row[skip:], skip_special_tokens=True)
-        print(text if seq2seq else prompt + text)
+        print(text if seq2seq or args.chat else prompt + text)
     if args.timing:
         warm = []
         for _ in range(args.timing_runs):
@@ -253,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--timing", action="store_true", help="print first-call and warm timings")
     gen.add_argument("--timing-runs", type=int, default=5, help=argparse.SUPPRESS)
     gen.add_argument("--no-xla", action="store_true", help="run the loop op by op (debugging)")
+    gen.add_argument("--chat", action="store_true",
+                     help="send each prompt as a user message through the model's chat template; print the reply")  # fmt: skip
+    gen.add_argument("--system", default=None, help="with --chat: a system message before each prompt")
     gen.set_defaults(func=cmd_generate)
 
     tr = sub.add_parser("transcribe", help="speech to text with Whisper (default: the bundled tiny.en)")

@@ -93,6 +93,8 @@ class TFPreTrainedModel(keras.Model, GenerationMixin):
     # Weights a file may leave out (regexes): they keep their initial value, as Transformers'
     # ``_keys_to_ignore_on_load_missing`` (e.g. BART's zero ``final_logits_bias``).
     optional_checkpoint_keys: ClassVar[tuple[str, ...]] = ()
+    # Weight/compute dtypes from_pretrained(dtype=...) accepts (the model must cast what it mixes).
+    supported_dtypes: ClassVar[tuple[str, ...]] = ("float32",)
 
     def __init__(self, config: PretrainedConfig, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -245,21 +247,41 @@ class TFPreTrainedModel(keras.Model, GenerationMixin):
         """Build the model from a local checkpoint directory (safetensors, sharded, or tf_model.h5)."""
         for unsupported in ("from_pt", "cache_dir", "revision", "token", "use_auth_token"):
             kwargs.pop(unsupported, None)
+        dtype = kwargs.pop("dtype", None)
+        dtype = kwargs.pop("torch_dtype", None) if dtype is None else dtype
         directory = resolve_pretrained_dir(pretrained_model_name_or_path)
         if config is None:
             config = cls.config_class.from_dict(load_config_dict(directory), **kwargs)
         elif kwargs:
             raise TypeError(f"unexpected keyword arguments: {sorted(kwargs)}")
+        dtype = cls._weights_dtype(dtype, config)
         tensors, sources = open_state_dict(directory)
         config = cls._config_for_checkpoint(config, tensors)
         # Variables are created from the checkpoint's tensors (read one at a time), not randomly
         # initialized and then assigned: the weights are in memory once, at every point of the load.
         with initial_values_from(CheckpointValues(tensors, cls.checkpoint_prefix)):
-            model = cls(config)
+            model = cls(config) if dtype == "float32" else cls(config, dtype=dtype)
             model.load_state_dict(tensors, sources)
         model.generation_config = GenerationConfig.from_pretrained_dir(directory, config)
         model.name_or_path = str(pretrained_model_name_or_path)
         return model
+
+    @classmethod
+    def _weights_dtype(cls, dtype: Any, config: PretrainedConfig) -> str:
+        """The dtype ``from_pretrained(dtype=...)`` asks for as a name: None means float32 (whatever the
+        file holds: half-precision checkpoints are upcast), ``"auto"`` the config's ``dtype``."""
+        if dtype is None:
+            return "float32"
+        if dtype == "auto":
+            dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32"
+        name = getattr(dtype, "name", None) or str(dtype).removeprefix("torch.")
+        name = {"float": "float32", "bf16": "bfloat16", "half": "float16"}.get(name, name)
+        if name not in cls.supported_dtypes:
+            raise ValueError(
+                f"{cls.__name__}.from_pretrained: dtype={dtype!r} is not supported "
+                f"(choose one of {list(cls.supported_dtypes)}, or 'auto' for the config's dtype)"
+            )
+        return name
 
     def save_pretrained(self, save_directory: str | os.PathLike, **_: Any) -> None:
         """Write config.json, model.safetensors and generation_config.json (Transformers-loadable)."""

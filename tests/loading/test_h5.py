@@ -22,7 +22,7 @@ from safetensors.numpy import load_file
 from xlagen.loading.h5 import load_h5_state_dict, tf_weight_name_to_pt
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "tf_h5"
-SINGLE_FILE = ["gpt2", "opt", "opt_postnorm_proj", "t5", "t5_v11", "whisper"]
+SINGLE_FILE = ["gpt2", "opt", "opt_postnorm_proj", "t5", "t5_v11", "whisper", "mistral"]
 
 
 def _assert_same_state(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:

@@ -10,7 +10,22 @@ import numpy as np
 from xlagen.configuration_utils import PretrainedConfig
 from xlagen.models.activations import ACTIVATIONS
 
-_LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+# The numbers each rope_scaling type needs (Transformers 5's modeling_rope_utils).
+_ROPE_NUMBERS = {
+    "linear": ("factor",),
+    "dynamic": ("factor",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+    "yarn": ("factor", "original_max_position_embeddings"),
+}
+_YARN_OPTIONAL = ("attention_factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _yarn_mscale(scale: float, mscale: float = 1.0) -> float:
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
 
 
 class LlamaConfig(PretrainedConfig):
@@ -18,7 +33,8 @@ class LlamaConfig(PretrainedConfig):
 
     Supported so far: default rotary embeddings (``rope_theta``), grouped-query attention
     (``num_key_value_heads``), explicit ``head_dim``, ``attention_bias``, ``mlp_bias``, tied or
-    untied embeddings, ``rope_scaling`` types ``linear`` and ``llama3`` (others are refused).
+    untied embeddings, ``rope_scaling`` types ``linear``, ``llama3``, ``yarn`` and ``dynamic``
+    (others, e.g. ``longrope``, are refused).
     """
 
     model_type: ClassVar[str] = "llama"
@@ -91,20 +107,35 @@ class LlamaConfig(PretrainedConfig):
             raise ValueError(f"{name}.rope_scaling must be a mapping or null, got {scaling!r}")
         rope_type = None if not scaling else scaling.get("rope_type", scaling.get("type"))
         self._rope = dict(scaling or {}, rope_type=rope_type or "default")
-        if rope_type in ("linear", "llama3"):
-            need = ("factor",) if rope_type == "linear" else _LLAMA3_KEYS
-            missing = [
-                k
-                for k in need
-                if not isinstance(scaling.get(k), int | float) or isinstance(scaling.get(k), bool)
-            ]
+        if rope_type in _ROPE_NUMBERS:
+            rope = self._rope
+            if rope_type == "yarn":
+                # Transformers 5: a top-level original_max_position_embeddings wins, then the
+                # scaling's own, then max_position_embeddings; a null factor is their ratio.
+                top = getattr(self, "original_max_position_embeddings", None)
+                rope["original_max_position_embeddings"] = (
+                    top or rope.get("original_max_position_embeddings") or self.max_position_embeddings
+                )
+                if rope.get("factor") is None and _is_number(rope["original_max_position_embeddings"]):
+                    rope["factor"] = self.max_position_embeddings / rope["original_max_position_embeddings"]
+            missing = [k for k in _ROPE_NUMBERS[rope_type] if not _is_number(rope.get(k))]
+            if rope_type == "yarn":
+                missing += [k for k in _YARN_OPTIONAL if rope.get(k) is not None and not _is_number(rope[k])]
+                if not isinstance(rope.get("truncate", True), bool):
+                    missing.append("truncate (true or false)")
             if missing:
                 raise ValueError(
                     f"{name}.rope_scaling ({rope_type}) needs numbers for {missing}, got {scaling!r}"
                 )
+            if rope.get("partial_rotary_factor", 1.0) != 1.0:
+                raise ValueError(
+                    f"{name}.rope_scaling partial_rotary_factor={rope['partial_rotary_factor']!r} is not "
+                    "supported (Llama rotates the whole head)"
+                )
         elif rope_type not in (None, "default"):
             raise ValueError(
-                f"{name}.rope_scaling type {rope_type!r} is not supported yet (default, linear, llama3 are)"
+                f"{name}.rope_scaling type {rope_type!r} is not supported yet "
+                "(default, linear, llama3, dynamic, yarn are)"
             )
         if (
             isinstance(self.rope_theta, bool)
@@ -122,15 +153,23 @@ class LlamaConfig(PretrainedConfig):
         self.layer_windows()  # checks layer_types / sliding_window
 
     def rope_inv_freq(self) -> np.ndarray:
-        """The rotary frequencies [head_dim / 2], float32 as Transformers computes them (default,
-        ``linear``: divided by the factor, ``llama3``: long wavelengths divided, a smooth blend between)."""
+        """The rotary frequencies [head_dim / 2], float32 as Transformers 5 computes them (default,
+        ``linear``: divided by the factor, ``llama3``: long wavelengths divided, a smooth blend
+        between, ``yarn``: interpolated/extrapolated per dimension, ``dynamic``: the unscaled
+        frequencies, used while the sequence fits ``max_position_embeddings``)."""
         d = self.head_dim
-        inv = (
-            1.0 / (np.float32(self.rope_theta) ** (np.arange(0, d, 2, dtype=np.float32) / np.float32(d)))
-        ).astype(np.float32)
+        exponents = np.arange(0, d, 2, dtype=np.float32) / np.float32(d)
+        inv = (1.0 / (np.float32(self.rope_theta) ** exponents)).astype(np.float32)
         rope = getattr(self, "_rope", None) or {"rope_type": "default"}
         if rope["rope_type"] == "linear":
             return (inv / np.float32(rope["factor"])).astype(np.float32)
+        if rope["rope_type"] == "dynamic":
+            # _compute_dynamic_ntk_parameters at seq_len = max_position_embeddings, base in float64
+            factor, n = rope["factor"], self.max_position_embeddings
+            base = self.rope_theta * ((factor * n / n) - (factor - 1)) ** (d / (d - 2))
+            return (1.0 / (np.float32(base) ** exponents)).astype(np.float32)
+        if rope["rope_type"] == "yarn":
+            return self._yarn_inv_freq(exponents)
         if rope["rope_type"] == "llama3":
             factor, low, high = (
                 np.float32(rope[k]) for k in ("factor", "low_freq_factor", "high_freq_factor")
@@ -143,6 +182,43 @@ class LlamaConfig(PretrainedConfig):
             medium = ~(wavelen < old / high) & ~(wavelen > old / low)
             return np.where(medium, smoothed, scaled).astype(np.float32)
         return inv
+
+    def _yarn_inv_freq(self, exponents: np.ndarray) -> np.ndarray:
+        """YaRN (Transformers' ``_compute_yarn_parameters``): dimensions rotating more than
+        ``beta_fast`` times over the original context keep their frequency, fewer than
+        ``beta_slow`` are divided by the factor, a linear ramp between."""
+        rope, d, base = self._rope, self.head_dim, self.rope_theta
+        original = rope["original_max_position_embeddings"]
+        beta_fast, beta_slow = rope.get("beta_fast") or 32, rope.get("beta_slow") or 1
+
+        def correction_dim(rotations: float) -> float:
+            return (d * math.log(original / (rotations * 2 * math.pi))) / (2 * math.log(base))
+
+        low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+        if rope.get("truncate", True):
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, d - 1)
+        if low == high:
+            high += 0.001  # Transformers' guard against a zero-width ramp
+        ramp = (np.arange(d // 2, dtype=np.float32) - np.float32(low)) / np.float32(high - low)
+        extrapolation = np.float32(1) - np.clip(ramp, 0, 1).astype(np.float32)
+        pos_freqs = (np.float32(base) ** exponents).astype(np.float32)
+        interpolation = (1.0 / (np.float32(rope["factor"]) * pos_freqs)).astype(np.float32)
+        extrapolated = (1.0 / pos_freqs).astype(np.float32)
+        return (interpolation * (1 - extrapolation) + extrapolated * extrapolation).astype(np.float32)
+
+    def rope_attention_scaling(self) -> float:
+        """The factor Transformers multiplies cos and sin by: YaRN's ``attention_factor`` (given,
+        or from ``mscale`` / ``mscale_all_dim`` / the factor), 1 for every other type."""
+        rope = getattr(self, "_rope", None) or {"rope_type": "default"}
+        if rope["rope_type"] != "yarn":
+            return 1.0
+        if rope.get("attention_factor") is not None:
+            return float(rope["attention_factor"])
+        factor, mscale, mscale_all_dim = rope["factor"], rope.get("mscale"), rope.get("mscale_all_dim")
+        if mscale and mscale_all_dim:
+            return float(_yarn_mscale(factor, mscale) / _yarn_mscale(factor, mscale_all_dim))
+        return _yarn_mscale(factor)
 
     def layer_windows(self) -> list[int | None]:
         """Each layer's sliding attention window (None: full attention), from ``layer_types`` when

@@ -9,6 +9,7 @@ MLP. Weights keep Hugging Face's state-dict names (``model.layers.0.self_attn.q_
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from xlagen.modeling_utils import CausalLMOutput, TFPreTrainedModel
@@ -29,16 +30,48 @@ from xlagen.models.layers import (
 from xlagen.models.llama.configuration import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
 
-def rotary_tables(position_ids: tf.Tensor, inv_freq) -> tuple[tf.Tensor, tf.Tensor]:
-    """cos, sin [B, 1, T, head_dim] for integer positions [B, T] and frequencies [head_dim / 2]."""
-    inv_freq = tf.constant(inv_freq, tf.float32)
+def rotary_tables(position_ids: tf.Tensor, inv_freq, scaling: float = 1.0) -> tuple[tf.Tensor, tf.Tensor]:
+    """cos, sin [B, 1, T, head_dim] for integer positions [B, T] and frequencies [head_dim / 2]
+    (or one set per row, [B, 1, head_dim / 2]), both times ``scaling`` (YaRN's attention factor)."""
+    inv_freq = tf.convert_to_tensor(inv_freq, tf.float32)
     freqs = tf.cast(position_ids, tf.float32)[..., None] * inv_freq  # [B, T, D/2]
     emb = tf.concat([freqs, freqs], axis=-1)[:, None]
-    return tf.cos(emb), tf.sin(emb)
+    if scaling == 1.0:
+        return tf.cos(emb), tf.sin(emb)
+    return tf.cos(emb) * scaling, tf.sin(emb) * scaling
+
+
+def dynamic_ntk_inv_freq(config: LlamaConfig, position_ids: tf.Tensor, per_row: bool) -> tf.Tensor:
+    """Dynamic NTK frequencies [1 or B, 1, head_dim / 2] for the positions of one forward call.
+
+    Transformers 5 (``dynamic_rope_update``) recomputes them from ``seq_len = max(position_ids) + 1``
+    over the whole call once that exceeds ``max_position_embeddings``, with the rope base grown to
+    ``theta * (factor * seq_len / max_pos - (factor - 1)) ** (d / (d - 2))``, in float32. Keys
+    already cached keep the rotation they were written with, here as there. ``per_row``: one
+    ``seq_len`` per row (the server's decode slots, independent requests) instead of the batch's
+    largest; requests prefilled together in one server insert still share the batch's largest.
+
+    Transformers also keeps grown frequencies between calls (until a call shorter than
+    ``max_position_embeddings`` resets them); xlagen keeps no state, so it equals a Transformers
+    model whose previous call was short (or a fresh one). Within one ``generate`` the positions only
+    grow, so both agree step by step.
+    """
+    d, n, factor = config.head_dim, config.max_position_embeddings, config._rope["factor"]
+    static = tf.constant(config.rope_inv_freq(), tf.float32)
+    longest = tf.reduce_max(tf.cast(position_ids, tf.int32), axis=1 if per_row else None) + 1
+    longest = tf.reshape(longest, [-1, 1, 1])  # [B or 1, 1, 1]
+    seq_len = tf.cast(tf.maximum(longest, n), tf.float32)
+    ratio = tf.constant(factor, tf.float32) * seq_len / tf.constant(n, tf.float32)
+    ratio = ratio - tf.constant(factor - 1, tf.float32)
+    base = tf.constant(config.rope_theta, tf.float32) * tf.pow(ratio, tf.constant(d / (d - 2), tf.float32))
+    exponents = tf.constant(np.arange(0, d, 2, dtype=np.float32) / np.float32(d))
+    grown = 1.0 / tf.pow(base, exponents)
+    return tf.where(longest > n, grown, static)
 
 
 def apply_rotary(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor) -> tf.Tensor:
-    """``x * cos + rotate_half(x) * sin`` on [B, H, T, D]."""
+    """``x * cos + rotate_half(x) * sin`` on [B, H, T, D] (cos/sin, computed in float32, cast to x's dtype)."""
+    cos, sin = tf.cast(cos, x.dtype), tf.cast(sin, x.dtype)
     half = x.shape[-1] // 2
     rotated = tf.concat([-x[..., half:], x[..., :half]], axis=-1)
     return x * cos + rotated * sin
@@ -81,8 +114,9 @@ class LlamaAttention(WeightLayer):
         o = self.new_weight(f"{prefix}.o_proj.weight", (c, self.num_heads * d), init)
         self.proj["o_proj"] = (o, self.new_weight(f"{prefix}.o_proj.bias", (c,)) if o_bias else None)
         if config.model_type == "qwen3":  # per-head RMSNorm of queries and keys, before the rotation
-            self.q_norm = RMSNorm(f"{prefix}.q_norm", d, config.rms_norm_eps)
-            self.k_norm = RMSNorm(f"{prefix}.k_norm", d, config.rms_norm_eps)
+            dtype = self.dtype_policy.name
+            self.q_norm = RMSNorm(f"{prefix}.q_norm", d, config.rms_norm_eps, dtype=dtype)
+            self.k_norm = RMSNorm(f"{prefix}.k_norm", d, config.rms_norm_eps, dtype=dtype)
         else:
             self.q_norm = self.k_norm = None
         self.scaling = d**-0.5
@@ -113,9 +147,12 @@ class LlamaDecoderLayer(WeightLayer):
         super().__init__(**kw)
         c, f = config.hidden_size, config.intermediate_size
         init = keras.initializers.RandomNormal(stddev=config.initializer_range)
-        self.self_attn = LlamaAttention(config, f"{prefix}.self_attn")
-        self.input_layernorm = RMSNorm(f"{prefix}.input_layernorm", c, config.rms_norm_eps)
-        self.post_attention_layernorm = RMSNorm(f"{prefix}.post_attention_layernorm", c, config.rms_norm_eps)
+        dtype = self.dtype_policy.name
+        self.self_attn = LlamaAttention(config, f"{prefix}.self_attn", dtype=dtype)
+        self.input_layernorm = RMSNorm(f"{prefix}.input_layernorm", c, config.rms_norm_eps, dtype=dtype)
+        self.post_attention_layernorm = RMSNorm(
+            f"{prefix}.post_attention_layernorm", c, config.rms_norm_eps, dtype=dtype
+        )
         bias = config.mlp_bias
         self.mlp = {}
         for name, shape in (("gate_proj", (f, c)), ("up_proj", (f, c)), ("down_proj", (c, f))):
@@ -138,27 +175,33 @@ class TFLlamaForCausalLM(TFPreTrainedModel):
     """Llama with a language-modelling head (tied to the token embedding when the config ties it)."""
 
     config_class = LlamaConfig
+    # bfloat16 halves the weights' memory; on CPU it measured no faster than float32 (README), so
+    # float32 stays the default. float16 is refused: the attention mask's -1e30 overflows it.
+    supported_dtypes = ("float32", "bfloat16")
 
     def __init__(self, config: LlamaConfig, **kw) -> None:
         super().__init__(config, **kw)
         c = config.hidden_size
         init = keras.initializers.RandomNormal(stddev=config.initializer_range)
-        self.embeddings = WeightLayer(name="embeddings")
+        dtype = self.dtype_policy.name  # float32, or bfloat16 (from_pretrained(dtype=...))
+        self.embeddings = WeightLayer(name="embeddings", dtype=dtype)
         self.embed_tokens = self.embeddings.new_weight(
             "model.embed_tokens.weight", (config.vocab_size, c), init
         )
         self.embeddings.built = True
         self.decoder_layers = [
-            LlamaDecoderLayer(config, f"model.layers.{i}", name=f"layers_{i}")
+            LlamaDecoderLayer(config, f"model.layers.{i}", name=f"layers_{i}", dtype=dtype)
             for i in range(config.num_hidden_layers)
         ]
-        self.norm = RMSNorm("model.norm", c, config.rms_norm_eps, name="norm")
+        self.norm = RMSNorm("model.norm", c, config.rms_norm_eps, name="norm", dtype=dtype)
         self._windows = config.layer_windows()
         self._inv_freq = config.rope_inv_freq()
+        self._rope_scaling = config.rope_attention_scaling()
+        self._dynamic_rope = config._rope["rope_type"] == "dynamic"
         if config.tie_word_embeddings:
             self.lm_head_weight = self.embed_tokens
         else:
-            self.lm_head = WeightLayer(name="lm_head")
+            self.lm_head = WeightLayer(name="lm_head", dtype=dtype)
             self.lm_head_weight = self.lm_head.new_weight("lm_head.weight", (config.vocab_size, c), init)
             self.lm_head.built = True
         self.built = True
@@ -168,7 +211,11 @@ class TFLlamaForCausalLM(TFPreTrainedModel):
         window of cache slots behind the query (slots, as Transformers counts, padding included)."""
         ids = tf.clip_by_value(tf.cast(input_ids, tf.int32), 0, self.config.vocab_size - 1)
         h = tf.gather(self.embed_tokens, ids)
-        rotary = rotary_tables(position_ids, self._inv_freq)
+        inv_freq = self._inv_freq
+        if self._dynamic_rope:
+            per_row = cache_index is not None and tf.convert_to_tensor(cache_index).shape.rank == 1
+            inv_freq = dynamic_ntk_inv_freq(self.config, position_ids, per_row)
+        rotary = rotary_tables(position_ids, inv_freq, self._rope_scaling)
         masks = {None: allowed}
         for window in sorted(set(self._windows) - {None}):
             t, s = shape_list(allowed)[2], shape_list(allowed)[3]
@@ -189,7 +236,8 @@ class TFLlamaForCausalLM(TFPreTrainedModel):
         return h, tuple(new_cache)
 
     def _logits(self, h):
-        return linear(self.norm(h), self.lm_head_weight)
+        """Logits in float32 whatever the weights' dtype (what the decoding processors work in)."""
+        return tf.cast(linear(self.norm(h), self.lm_head_weight), tf.float32)
 
     def call(
         self, input_ids, attention_mask=None, position_ids=None, labels=None, training=False
@@ -222,7 +270,9 @@ class TFLlamaForCausalLM(TFPreTrainedModel):
     def init_cache(self, batch_size: int, max_length: int):
         """Zeroed key/value cache: one (k, v) pair of [batch * kv_heads, max_length, head_dim] per layer."""
         c = self.config
-        return kv_caches(c.num_hidden_layers, batch_size, c.num_key_value_heads, max_length, c.head_dim)
+        cache = kv_caches(c.num_hidden_layers, batch_size, c.num_key_value_heads, max_length, c.head_dim)
+        dtype = self.dtype_policy.compute_dtype
+        return cache if dtype == "float32" else tf.nest.map_structure(lambda t: tf.cast(t, dtype), cache)
 
     def forward_cached(self, input_ids, position_ids, attention_mask, cache, cache_index, last_only=True):
         """Run ``input_ids`` [B, T] at cache slots ``cache_index``.. and return (logits, new cache)."""
@@ -234,8 +284,9 @@ class TFLlamaForCausalLM(TFPreTrainedModel):
         return self._logits(h), new_cache
 
     @property
-    def max_positions(self) -> int:
-        return self.config.max_position_embeddings
+    def max_positions(self) -> int | None:
+        """``max_position_embeddings``; None (no limit) under dynamic NTK rope, which exists to run past it."""
+        return None if self._dynamic_rope else self.config.max_position_embeddings
 
 
 class TFMistralForCausalLM(TFLlamaForCausalLM):
