@@ -127,6 +127,29 @@ def _mistral() -> tuple[transformers.PretrainedConfig, str, str]:
     return cfg, "MistralForCausalLM", "TFMistralForCausalLM"
 
 
+def _bart_family(
+    config: str, pt_cls: str, tf_cls: str, **overrides: object
+) -> Callable[[], tuple[transformers.PretrainedConfig, str, str]]:
+    """A tiny BART-family model (BART, mBART, Marian, Pegasus all had Transformers 4.x TF classes)."""
+
+    def build() -> tuple[transformers.PretrainedConfig, str, str]:
+        kwargs: dict[str, object] = dict(
+            vocab_size=96,
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=48,
+            decoder_ffn_dim=48,
+            max_position_embeddings=64,
+        )
+        kwargs.update(overrides)
+        return getattr(transformers, config)(**kwargs), pt_cls, tf_cls
+
+    return build
+
+
 FIXTURES: dict[str, Callable[[], tuple[transformers.PretrainedConfig, str, str]]] = {
     "gpt2": _gpt2,
     "opt": _opt(),
@@ -135,6 +158,23 @@ FIXTURES: dict[str, Callable[[], tuple[transformers.PretrainedConfig, str, str]]
     "t5_v11": _t5(feed_forward_proj="gated-gelu", tie_word_embeddings=False),
     "whisper": _whisper,
     "mistral": _mistral,
+    "bart": _bart_family("BartConfig", "BartForConditionalGeneration", "TFBartForConditionalGeneration"),
+    "mbart": _bart_family(
+        "MBartConfig", "MBartForConditionalGeneration", "TFMBartForConditionalGeneration", scale_embedding=True
+    ),
+    "marian": _bart_family(
+        "MarianConfig",
+        "MarianMTModel",
+        "TFMarianMTModel",
+        pad_token_id=95,
+        decoder_start_token_id=95,
+        eos_token_id=0,
+        activation_function="swish",
+        scale_embedding=True,
+    ),
+    "pegasus": _bart_family(
+        "PegasusConfig", "PegasusForConditionalGeneration", "TFPegasusForConditionalGeneration", scale_embedding=True
+    ),
     # Same model as "t5", but tf_model.h5 is saved in shards (tf_model-0000i-of-0000n.h5 + tf_model.h5.index.json),
     # which use a different h5 layout (one top-level dataset per weight).
     "t5_sharded": _t5(),
@@ -145,7 +185,7 @@ SHARD_SIZE = {"t5_sharded": "100KB"}
 def _inputs(name: str, cfg: transformers.PretrainedConfig) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(SEED)
     ids = rng.integers(3, cfg.vocab_size, size=(2, 7)).astype(np.int32)
-    if name.startswith("t5"):
+    if name.startswith("t5") or name in ("bart", "mbart", "marian", "pegasus"):
         return {"input_ids": ids, "decoder_input_ids": ids[:, :5]}
     if name == "whisper":
         feats = rng.standard_normal((2, cfg.num_mel_bins, 2 * cfg.max_source_positions)).astype(np.float32)
@@ -168,7 +208,8 @@ def make(name: str) -> None:
     # stored tensor so that a swapped, mis-transposed or mis-named weight shows up in the tests.
     with torch.no_grad():
         for param in pt_model.parameters():
-            param.add_(torch.randn_like(param) * 0.1)
+            if param.requires_grad:  # frozen tables (Marian's sinusoids) are computed, not stored, by TF
+                param.add_(torch.randn_like(param) * 0.1)
     pt_model.save_pretrained(out, safe_serialization=True)
 
     tf_model = getattr(transformers, tf_cls_name).from_pretrained(out, from_pt=True)
