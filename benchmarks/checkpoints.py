@@ -27,13 +27,16 @@ def decode_weight_bytes(tensors: dict, model: str, tied: bool = True) -> int:
     """Bytes of weights a decode step streams: everything the decoder uses once per step.
 
     Position tables are read one row per step (left out); a tied embedding counts once (it is the
-    LM head); the T5 / Whisper encoder runs once per input (left out). ``tensors`` maps names to
-    arrays (or anything with ``nbytes``)."""
+    LM head); the T5 / Marian / Whisper encoder runs once per input (left out). As for T5, the
+    decoder's cross-attention key / value projections count (T5's always did), though a cache
+    applies them once per input. ``tensors`` maps names to arrays (or anything with ``nbytes``)."""
     total = 0
     for name, t in tensors.items():
-        if model in ("gpt2", "opt") and ("wpe" in name or "embed_positions" in name):
+        if model in ("gpt2", "opt", "marian") and ("wpe" in name or "embed_positions" in name):
             continue
         if model == "t5" and (name.startswith("encoder.") or "relative_attention_bias" in name):
+            continue
+        if model == "marian" and name.startswith("model.encoder."):
             continue
         if tied and name == "lm_head.weight":
             continue  # the same matrix as the token embedding
@@ -63,6 +66,14 @@ def make(model: str, quick: bool, root: Path = CHECKPOINTS) -> Path:
         config = tr.T5Config(**cfg, decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
         net = tr.T5ForConditionalGeneration(config)
         emb, eos = net.shared.weight, [config.eos_token_id]
+    elif model == "llama":
+        config = tr.LlamaConfig(**cfg)
+        net = tr.LlamaForCausalLM(config)
+        emb, eos = net.model.embed_tokens.weight, [config.eos_token_id]
+    elif model == "marian":
+        config = tr.MarianConfig(**cfg)
+        net = tr.MarianMTModel(config)
+        emb, eos = net.model.shared.weight, [config.eos_token_id]
     else:
         raise ValueError(model)
     with torch.no_grad():

@@ -70,7 +70,84 @@ MODEL_CONFIGS = {
             tie_word_embeddings=True,
         ),
     },
+    "llama": {  # SmolLM2-135M's shape: grouped-query attention (9 query / 3 KV heads), tied embeddings
+        "full": dict(
+            vocab_size=49152,
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            max_position_embeddings=8192,
+            rms_norm_eps=1e-5,
+            rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
+            tie_word_embeddings=True,
+            bos_token_id=1,
+            eos_token_id=2,
+        ),
+        "quick": dict(
+            vocab_size=1024,
+            hidden_size=64,
+            intermediate_size=192,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            rms_norm_eps=1e-5,
+            rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
+            tie_word_embeddings=True,
+            bos_token_id=1,
+            eos_token_id=2,
+        ),
+    },
+    # Helsinki-NLP/opus-mt-en-de's shape (74 M): post-LN BART family, static sinusoidal positions,
+    # embeddings scaled by sqrt(d_model) and shared by encoder, decoder and LM head; the decoder
+    # starts from the pad token. No forced EOS at max length (the checkpoint has one; off here so
+    # every system runs the same steps with no extra logits processor).
+    "marian": {
+        "full": dict(
+            vocab_size=58101,
+            d_model=512,
+            encoder_layers=6,
+            decoder_layers=6,
+            encoder_attention_heads=8,
+            decoder_attention_heads=8,
+            encoder_ffn_dim=2048,
+            decoder_ffn_dim=2048,
+            activation_function="swish",
+            max_position_embeddings=512,
+            scale_embedding=True,
+            share_encoder_decoder_embeddings=True,
+            tie_word_embeddings=True,
+            pad_token_id=58100,
+            decoder_start_token_id=58100,
+            eos_token_id=0,
+            forced_eos_token_id=None,
+        ),
+        "quick": dict(
+            vocab_size=1024,
+            d_model=64,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=256,
+            decoder_ffn_dim=256,
+            activation_function="swish",
+            max_position_embeddings=128,
+            scale_embedding=True,
+            share_encoder_decoder_embeddings=True,
+            tie_word_embeddings=True,
+            pad_token_id=1023,
+            decoder_start_token_id=1023,
+            eos_token_id=0,
+            forced_eos_token_id=None,
+        ),
+    },
 }
+
+# Encoder-decoder models: the prompt is the encoder's input, the decoder starts from its start token.
+SEQ2SEQ = ("t5", "marian")
 
 
 def workloads(quick: bool) -> list[dict]:
@@ -81,10 +158,17 @@ def workloads(quick: bool) -> list[dict]:
     for model in ("gpt2", "opt", "t5"):
         for b in batches:
             w = dict(name=f"{model}-b{b}", model=model, batch=b, prompt_len=p, new_tokens=n, num_beams=1)
-            if model == "t5":
+            if model in SEQ2SEQ:
                 w.update(prompt_len=1, encoder_len=e)  # decoder starts from the start token
             out.append(w)
     out.append(dict(name="gpt2-beam4-b1", model="gpt2", batch=1, prompt_len=p, new_tokens=n, num_beams=4))
+    # Issue #15's rows: batch 1 and 8 only.
+    for model in ("llama", "marian"):
+        for b in batches[:2]:
+            w = dict(name=f"{model}-b{b}", model=model, batch=b, prompt_len=p, new_tokens=n, num_beams=1)
+            if model in SEQ2SEQ:
+                w.update(prompt_len=1, encoder_len=e)
+            out.append(w)
     for seconds in (10,) if quick else (10, 60):
         for beams in (1,) if quick else (1, 5):
             mode = "greedy" if beams == 1 else f"beam{beams}"
@@ -103,15 +187,20 @@ def workloads(quick: bool) -> list[dict]:
 
 # system name -> (venv: "main" or a folder under VENVS, runner module, variant, models it runs)
 SYSTEMS = {
-    "xlagen-xla": ("main", "xlagen_runner", "xla", ("gpt2", "opt", "t5", "whisper")),
-    "xlagen-eager": ("main", "xlagen_runner", "eager", ("gpt2", "opt", "t5", "whisper")),
-    "tf4-xla": ("tf4", "tf4_runner", "xla", ("gpt2", "opt", "t5")),
-    "tf4-eager": ("tf4", "tf4_runner", "eager", ("gpt2", "opt", "t5")),
-    "kerashub-xla": ("kerashub", "kerashub_runner", "xla", ("gpt2", "opt")),
-    "kerashub-graph": ("kerashub", "kerashub_runner", "graph", ("gpt2", "opt")),
-    "torch-dynamic": ("pt", "torch_runner", "dynamic", ("gpt2", "opt", "t5")),
-    "torch-static": ("pt", "torch_runner", "static", ("gpt2", "opt", "t5")),
-    "torch-static-compile": ("pt", "torch_runner", "static-compile", ("gpt2", "opt", "t5")),
+    "xlagen-xla": ("main", "xlagen_runner", "xla", ("gpt2", "opt", "t5", "llama", "marian", "whisper")),
+    "xlagen-eager": ("main", "xlagen_runner", "eager", ("gpt2", "opt", "t5", "llama", "marian", "whisper")),
+    "tf4-xla": ("tf4", "tf4_runner", "xla", ("gpt2", "opt", "t5", "marian")),  # 4.57 has no TF Llama
+    "tf4-eager": ("tf4", "tf4_runner", "eager", ("gpt2", "opt", "t5", "marian")),
+    "kerashub-xla": ("kerashub", "kerashub_runner", "xla", ("gpt2", "opt", "llama")),  # no Marian there
+    "kerashub-graph": ("kerashub", "kerashub_runner", "graph", ("gpt2", "opt", "llama")),
+    "torch-dynamic": ("pt", "torch_runner", "dynamic", ("gpt2", "opt", "t5", "llama", "marian")),
+    "torch-static": ("pt", "torch_runner", "static", ("gpt2", "opt", "t5", "llama", "marian")),
+    "torch-static-compile": (
+        "pt",
+        "torch_runner",
+        "static-compile",
+        ("gpt2", "opt", "t5", "llama", "marian"),
+    ),
     "fw-float32": ("fw", "fw_runner", "float32", ("whisper",)),
     "fw-int8": ("fw", "fw_runner", "int8", ("whisper",)),
 }
@@ -133,7 +222,7 @@ SYSTEM_LABELS = {
 
 def prompt_ids(batch: int, length: int, vocab_size: int, seed: int = 0) -> np.ndarray:
     """The same prompt for every system: ids away from both ends of the vocabulary, where the
-    special tokens of GPT-2 (50256), OPT (1, 2) and T5 (0, 1) live."""
+    special tokens of GPT-2 (50256), OPT (1, 2), T5 (0, 1), Llama (1, 2) and Marian (0, pad 58100) live."""
     rng = np.random.default_rng(seed)
     return rng.integers(10, vocab_size - 10, size=(batch, length)).astype(np.int32)
 

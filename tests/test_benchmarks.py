@@ -151,3 +151,44 @@ def test_enrich_drops_ratios_whose_records_are_gone():
     report.enrich(doc)
     assert "xlagen_vs_tf4_eager" not in w  # its tf4-eager record is no longer there
     assert w["fastest_peer"] == "tf4-xla" and w["xlagen_speedup_vs_fastest_peer"] == 1.5
+
+
+def test_llama_and_marian_rows_run_at_batch_1_and_8_against_the_issue_15_peers():
+    from benchmarks.run import core_plan
+    from benchmarks.workloads import MODEL_CONFIGS, SEQ2SEQ, SYSTEMS, workloads
+
+    for quick in (False, True):
+        ws = {w["name"]: w for w in workloads(quick)}
+        assert all(w["model"] in MODEL_CONFIGS for w in ws.values() if w["model"] != "whisper")
+        batches = (1, 8) if not quick else (1, 4)
+        for model in ("llama", "marian"):
+            rows = [w for w in ws.values() if w["model"] == model]
+            assert [w["batch"] for w in rows] == list(batches)
+            for w in rows:
+                assert w["num_beams"] == 1 and w["new_tokens"] == ws["gpt2-b1"]["new_tokens"]
+                if model in SEQ2SEQ:  # the encoder reads the prompt, the decoder starts from its start token
+                    assert w["prompt_len"] == 1 and w["encoder_len"] == ws["t5-b1"]["encoder_len"]
+        plan = [(s, w) for w in ws.values() for s in SYSTEMS if w["model"] in SYSTEMS[s][3]]
+        core = {(w["name"], s) for s, w in core_plan(plan)}
+        llama_peers = {"xlagen-xla", "torch-dynamic", "torch-static-compile", "kerashub-xla"}
+        marian_peers = {"xlagen-xla", "torch-dynamic", "torch-static-compile", "tf4-xla"}
+        assert {s for n, s in core if n == "llama-b1"} == llama_peers
+        assert {s for n, s in core if n == "marian-b1"} == marian_peers
+    cfg = MODEL_CONFIGS["marian"]["full"]  # the decoder starts from pad; no forced EOS changes the work
+    assert cfg["decoder_start_token_id"] == cfg["pad_token_id"] and cfg["forced_eos_token_id"] is None
+
+
+def test_marian_decode_bytes_leave_out_the_encoder_and_count_the_tied_head_once():
+    from types import SimpleNamespace
+
+    from benchmarks.checkpoints import decode_weight_bytes
+
+    t = {
+        "model.shared.weight": SimpleNamespace(nbytes=100),
+        "lm_head.weight": SimpleNamespace(nbytes=100),
+        "model.encoder.layers.0.fc1.weight": SimpleNamespace(nbytes=10),
+        "model.decoder.layers.0.fc1.weight": SimpleNamespace(nbytes=10),
+        "model.decoder.embed_positions.weight": SimpleNamespace(nbytes=7),
+        "final_logits_bias": SimpleNamespace(nbytes=1),
+    }
+    assert decode_weight_bytes(t, "marian") == 111

@@ -1,5 +1,5 @@
-"""keras-hub 0.32 (Keras 3, TensorFlow backend): ``GPT2CausalLM`` / ``OPTCausalLM.generate``, compiled
-as keras-hub does it: ``tf.function(generate_step, jit_compile=model.jit_compile)``. Keras resolves
+"""keras-hub 0.32 (Keras 3, TensorFlow backend): ``GPT2CausalLM`` / ``OPTCausalLM`` / ``LlamaCausalLM``
+``.generate``, compiled as keras-hub does it: ``tf.function(generate_step, jit_compile=model.jit_compile)``. Keras resolves
 ``compile(jit_compile="auto")`` to False on a machine without accelerators, so variant "graph" is
 what a user gets by default on CPU and variant "xla" passes ``jit_compile=True``.
 
@@ -46,6 +46,20 @@ def build(model: str, cfg: dict):
             max_sequence_length=cfg["max_position_embeddings"],
         )
         return keras_hub.models.OPTCausalLM(backbone=backbone, preprocessor=None)
+    if model == "llama":
+        rope = cfg.get("rope_parameters") or {}  # Transformers 5; 4.x wrote a top-level rope_theta
+        backbone = keras_hub.models.LlamaBackbone(
+            vocabulary_size=cfg["vocab_size"],
+            num_layers=cfg["num_hidden_layers"],
+            num_query_heads=cfg["num_attention_heads"],
+            num_key_value_heads=cfg["num_key_value_heads"],
+            hidden_dim=cfg["hidden_size"],
+            intermediate_dim=cfg["intermediate_size"],
+            rope_max_wavelength=rope.get("rope_theta", cfg.get("rope_theta", 10000.0)),
+            layer_norm_epsilon=cfg["rms_norm_eps"],
+            tie_word_embeddings=cfg["tie_word_embeddings"],
+        )
+        return keras_hub.models.LlamaCausalLM(backbone=backbone, preprocessor=None)
     raise ValueError(f"keras-hub runner has no {model}")
 
 

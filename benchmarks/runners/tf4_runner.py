@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from benchmarks import harness
-from benchmarks.workloads import generated_length, prompt_ids
+from benchmarks.workloads import SEQ2SEQ, generated_length, prompt_ids
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -20,7 +20,7 @@ def run(spec: dict) -> dict:
 
     w = spec["workload"]
     meta = json.loads((Path(spec["checkpoint"]) / "meta.json").read_text())
-    seq2seq = w["model"] == "t5"
+    seq2seq = w["model"] in SEQ2SEQ
     cls = tr.TFAutoModelForSeq2SeqLM if seq2seq else tr.TFAutoModelForCausalLM
     t0 = time.perf_counter()
     model = cls.from_pretrained(spec["checkpoint"], from_pt=True)

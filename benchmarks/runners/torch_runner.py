@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import harness
-from benchmarks.workloads import generated_length, prompt_ids
+from benchmarks.workloads import SEQ2SEQ, generated_length, prompt_ids
 
 
 def run(spec: dict) -> dict:
@@ -20,7 +20,7 @@ def run(spec: dict) -> dict:
 
     w = spec["workload"]
     meta = json.loads((Path(spec["checkpoint"]) / "meta.json").read_text())
-    seq2seq = w["model"] == "t5"
+    seq2seq = w["model"] in SEQ2SEQ
     cls = tr.AutoModelForSeq2SeqLM if seq2seq else tr.AutoModelForCausalLM
     t0 = time.perf_counter()
     model = cls.from_pretrained(spec["checkpoint"], dtype=torch.float32).eval()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import harness
-from benchmarks.workloads import generated_length, prompt_ids
+from benchmarks.workloads import SEQ2SEQ, generated_length, prompt_ids
 
 
 def long_form_transcribe(model, processor, audio: np.ndarray, num_beams: int) -> tuple[str, int]:
@@ -78,7 +78,7 @@ def run(spec: dict) -> dict:
     if w["model"] == "whisper":
         return run_whisper(spec, jit)
     meta = json.loads((Path(spec["checkpoint"]) / "meta.json").read_text())
-    seq2seq = w["model"] == "t5"
+    seq2seq = w["model"] in SEQ2SEQ
     cls = xlagen.TFAutoModelForSeq2SeqLM if seq2seq else xlagen.TFAutoModelForCausalLM
     t0 = time.perf_counter()
     model = cls.from_pretrained(spec["checkpoint"])
