@@ -160,7 +160,10 @@ FIXTURES: dict[str, Callable[[], tuple[transformers.PretrainedConfig, str, str]]
     "mistral": _mistral,
     "bart": _bart_family("BartConfig", "BartForConditionalGeneration", "TFBartForConditionalGeneration"),
     "mbart": _bart_family(
-        "MBartConfig", "MBartForConditionalGeneration", "TFMBartForConditionalGeneration", scale_embedding=True
+        "MBartConfig",
+        "MBartForConditionalGeneration",
+        "TFMBartForConditionalGeneration",
+        scale_embedding=True,
     ),
     "marian": _bart_family(
         "MarianConfig",
@@ -173,7 +176,18 @@ FIXTURES: dict[str, Callable[[], tuple[transformers.PretrainedConfig, str, str]]
         scale_embedding=True,
     ),
     "pegasus": _bart_family(
-        "PegasusConfig", "PegasusForConditionalGeneration", "TFPegasusForConditionalGeneration", scale_embedding=True
+        "PegasusConfig",
+        "PegasusForConditionalGeneration",
+        "TFPegasusForConditionalGeneration",
+        scale_embedding=True,
+    ),
+    "blenderbot": _bart_family(
+        "BlenderbotConfig", "BlenderbotForConditionalGeneration", "TFBlenderbotForConditionalGeneration"
+    ),
+    "blenderbot_small": _bart_family(
+        "BlenderbotSmallConfig",
+        "BlenderbotSmallForConditionalGeneration",
+        "TFBlenderbotSmallForConditionalGeneration",
     ),
     # Same model as "t5", but tf_model.h5 is saved in shards (tf_model-0000i-of-0000n.h5 + tf_model.h5.index.json),
     # which use a different h5 layout (one top-level dataset per weight).
@@ -185,7 +199,14 @@ SHARD_SIZE = {"t5_sharded": "100KB"}
 def _inputs(name: str, cfg: transformers.PretrainedConfig) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(SEED)
     ids = rng.integers(3, cfg.vocab_size, size=(2, 7)).astype(np.int32)
-    if name.startswith("t5") or name in ("bart", "mbart", "marian", "pegasus"):
+    if name.startswith("t5") or name in (
+        "bart",
+        "mbart",
+        "marian",
+        "pegasus",
+        "blenderbot",
+        "blenderbot_small",
+    ):
         return {"input_ids": ids, "decoder_input_ids": ids[:, :5]}
     if name == "whisper":
         feats = rng.standard_normal((2, cfg.num_mel_bins, 2 * cfg.max_source_positions)).astype(np.float32)

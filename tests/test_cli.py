@@ -166,3 +166,71 @@ def test_system_needs_chat(gpt2_tokenizer_checkpoint, capsys):
     assert "--system only applies with --chat" in capsys.readouterr().err
     assert main(["generate", "--model", str(path), "hi", "--chat"]) == 2
     assert "no chat template" in capsys.readouterr().err
+
+
+def _seq2seq_with_tokenizer(path, kind: str):
+    """A tokenizer directory built by the tokenizer tests plus a random Transformers 5 model of that family."""
+    import warnings
+
+    from tests.models.test_bart import TINY
+    from tests.test_tokenization_seq2seq import NLLB_LANGUAGE_CODES, _fairseq, _marian
+
+    path = path / kind
+    if kind == "marian":
+        _marian(path)
+        tok = transformers.AutoTokenizer.from_pretrained(path)
+        pad = tok.pad_token_id
+        config = transformers.MarianConfig(
+            **{**TINY, "vocab_size": len(tok)}, pad_token_id=pad, decoder_start_token_id=pad, eos_token_id=0
+        )
+        model_cls = transformers.MarianMTModel
+    else:  # NLLB: an M2M100 model with NllbTokenizer's language codes
+        _fairseq(
+            path, "NllbTokenizer", {"src_lang": "eng_Latn", "additional_special_tokens": NLLB_LANGUAGE_CODES}
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tok = transformers.AutoTokenizer.from_pretrained(path)
+        config = transformers.M2M100Config(
+            **{**TINY, "vocab_size": len(tok)},
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            decoder_start_token_id=tok.eos_token_id,
+            encoder_layerdrop=0.0,
+            decoder_layerdrop=0.0,
+        )
+        model_cls = transformers.M2M100ForConditionalGeneration
+    torch.manual_seed(0)
+    pt_model = model_cls(config).eval()
+    pt_model.save_pretrained(path)
+    return pt_model, path
+
+
+@pytest.mark.parametrize("kind", ["marian", "nllb"])
+def test_translate_matches_transformers(kind, tmp_path, capsys):
+    pt_model, tmp_path = _seq2seq_with_tokenizer(tmp_path, kind)
+    texts = ["Where is the train station?", "Hello"]
+    languages = [] if kind == "marian" else ["--src-lang", "eng_Latn", "--tgt-lang", "deu_Latn"]
+    assert main(["translate", "--model", str(tmp_path), *texts, *languages, "--max-new-tokens", "8"]) == 0
+    tok = transformers.AutoTokenizer.from_pretrained(
+        tmp_path, **({} if kind == "marian" else {"src_lang": "eng_Latn"})
+    )
+    extra = {} if kind == "marian" else {"forced_bos_token_id": tok.convert_tokens_to_ids("deu_Latn")}
+    batch = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = pt_model.generate(**batch, max_new_tokens=8, do_sample=False, **extra)
+    want = [tok.decode(row, skip_special_tokens=True) for row in out]
+    assert capsys.readouterr().out == "".join(f"{line}\n" for line in want)
+    if kind == "nllb":
+        assert (out[:, 1] == extra["forced_bos_token_id"]).all()
+
+
+def test_translate_errors(tmp_path, gpt2_tokenizer_checkpoint, capsys):
+    _, model_dir = _seq2seq_with_tokenizer(tmp_path, "nllb")
+    assert main(["translate", "--model", str(model_dir), "hi", "--tgt-lang", "xxx_Zzzz"]) == 2
+    assert "xxx_Zzzz" in capsys.readouterr().err
+    path, _ = gpt2_tokenizer_checkpoint
+    assert main(["translate", "--model", str(path), "hi"]) == 2
+    assert "not an encoder-decoder" in capsys.readouterr().err
+    assert main(["generate", "--model", str(path), "hi", "--tgt-lang", "de"]) == 2
+    assert "translation" in capsys.readouterr().err

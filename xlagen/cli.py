@@ -1,5 +1,5 @@
-"""Command line: ``xlagen transcribe`` (speech to text with Whisper) and ``xlagen generate`` (text),
-XLA-compiled, on local checkpoints; ``xlagen export`` writes a SavedModel for TensorFlow Serving."""
+"""Command line: ``xlagen transcribe`` (speech to text with Whisper), ``xlagen generate`` (text) and
+``xlagen translate`` (seq2seq translation), XLA-compiled, on local checkpoints; ``xlagen export`` writes a SavedModel for TensorFlow Serving."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 DEMO_MODEL = Path(__file__).parent / "assets" / "demo-gpt2-kjv"
 
 
-def _load(model_dir: str):
+def _load(model_dir: str, seq2seq_only: bool = False, **tokenizer_options):
     import xlagen
     from xlagen.configuration_utils import load_config_dict
     from xlagen.loading.hub import resolve_pretrained_dir
@@ -20,9 +20,18 @@ def _load(model_dir: str):
     directory = resolve_pretrained_dir(model_dir)
     config = load_config_dict(directory)
     seq2seq = bool(config.get("is_encoder_decoder"))
+    if seq2seq_only and not seq2seq:
+        raise ValueError(
+            f"{model_dir} holds a {config.get('model_type')!r} model, not an encoder-decoder: "
+            "translate needs a sequence-to-sequence model (Marian, mBART, NLLB, M2M100, T5 ...)"
+        )
+    if tokenizer_options and not seq2seq:
+        raise ValueError("--src-lang / --tgt-lang apply to translation (encoder-decoder) models only")
     auto = xlagen.TFAutoModelForSeq2SeqLM if seq2seq else xlagen.TFAutoModelForCausalLM
     model = auto.from_pretrained(directory)
-    tokenizer = xlagen.AutoTokenizer.from_pretrained(directory, padding_side="right" if seq2seq else "left")
+    tokenizer = xlagen.AutoTokenizer.from_pretrained(
+        directory, padding_side="right" if seq2seq else "left", **tokenizer_options
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer, seq2seq
@@ -41,16 +50,37 @@ def chat_prompts(tokenizer, prompts: list[str], system: str | None = None) -> li
     ]
 
 
+def target_language_id(tokenizer, language: str) -> int:
+    """Id of the token that starts a translation into ``language`` (the decoder's forced first
+    token for mBART-50, NLLB and M2M100): ``fr_XX`` / ``fra_Latn`` / ``fr`` as the tokenizer names it."""
+    if hasattr(tokenizer, "get_lang_id"):  # M2M100: "fr" -> "__fr__"
+        try:
+            return tokenizer.get_lang_id(language)
+        except (KeyError, ValueError):
+            pass
+    index = tokenizer.convert_tokens_to_ids(language)
+    if index is None or index == tokenizer.unk_token_id:
+        codes = list(getattr(tokenizer, "lang_code_to_id", {}))[:8]
+        hint = f" (this tokenizer's codes look like {', '.join(codes)} ...)" if codes else ""
+        raise ValueError(f"unknown target language {language!r}: it is not a token of the vocabulary{hint}")
+    return index
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     if args.system is not None and not args.chat:
         raise ValueError("--system only applies with --chat")
-    model, tokenizer, seq2seq = _load(args.model)
+    languages = {k: v for k, v in (("src_lang", args.src_lang), ("tgt_lang", args.tgt_lang)) if v}
+    model, tokenizer, seq2seq = _load(args.model, seq2seq_only=args.command == "translate", **languages)
     if args.chat:  # the template writes the special tokens (bos...): none are added again
         texts = chat_prompts(tokenizer, args.prompt, args.system)
         inputs = tokenizer(texts, padding=True, add_special_tokens=False, return_tensors="np")
     else:
         inputs = tokenizer(args.prompt, padding=True, return_tensors="np")
     options = dict(max_new_tokens=args.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+    if args.tgt_lang:
+        options["forced_bos_token_id"] = target_language_id(tokenizer, args.tgt_lang)
+    if args.num_beams is not None:
+        options["num_beams"] = args.num_beams
     if args.do_sample:
         options.update(do_sample=True, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
         options["seed"] = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
@@ -255,6 +285,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_generation_options(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
+    """Decoding options shared by ``generate`` and ``translate``."""
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    p.add_argument(
+        "--num-beams", type=int, default=None, help="beam search (default: the model's own setting)"
+    )
+    p.add_argument(
+        "--src-lang", default=None, help="source language code (mBART-50 en_XX, NLLB eng_Latn, M2M100 en)"
+    )
+    p.add_argument("--tgt-lang", default=None,
+                   help="target language code: its token is forced first (mBART-50, NLLB, M2M100)")  # fmt: skip
+    p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=float, default=None, dest="temperature_set")
+    p.add_argument("--top-k", type=int, default=None, dest="top_k_set")
+    p.add_argument("--top-p", type=float, default=None, dest="top_p_set")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (reproducible output)")
+    p.add_argument("--timing", action="store_true", help="print first-call and warm timings")
+    p.add_argument("--timing-runs", type=int, default=5, help=argparse.SUPPRESS)
+    p.add_argument("--no-xla", action="store_true", help="run the loop op by op (debugging)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xlagen", description="XLA-compiled Transformer generation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -263,19 +314,20 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--model", default=str(DEMO_MODEL), help="model directory (default: the bundled demo GPT-2)"
     )
-    gen.add_argument("--max-new-tokens", type=int, default=48)
-    gen.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
-    gen.add_argument("--temperature", type=float, default=None, dest="temperature_set")
-    gen.add_argument("--top-k", type=int, default=None, dest="top_k_set")
-    gen.add_argument("--top-p", type=float, default=None, dest="top_p_set")
-    gen.add_argument("--seed", type=int, default=None, help="sampling seed (reproducible output)")
-    gen.add_argument("--timing", action="store_true", help="print first-call and warm timings")
-    gen.add_argument("--timing-runs", type=int, default=5, help=argparse.SUPPRESS)
-    gen.add_argument("--no-xla", action="store_true", help="run the loop op by op (debugging)")
+    _add_generation_options(gen, max_new_tokens=48)
     gen.add_argument("--chat", action="store_true",
                      help="send each prompt as a user message through the model's chat template; print the reply")  # fmt: skip
     gen.add_argument("--system", default=None, help="with --chat: a system message before each prompt")
     gen.set_defaults(func=cmd_generate)
+
+    tl = sub.add_parser(
+        "translate",
+        help="translate texts with a seq2seq model (Marian opus-mt, mBART-50, NLLB, M2M100, T5 ...)",
+    )
+    tl.add_argument("prompt", nargs="+", metavar="TEXT", help="one or more texts (batched together)")
+    tl.add_argument("--model", required=True, help="translation model directory")
+    _add_generation_options(tl, max_new_tokens=256)
+    tl.set_defaults(func=cmd_generate, chat=False, system=None)
 
     tr = sub.add_parser("transcribe", help="speech to text with Whisper (default: the bundled tiny.en)")
     tr.add_argument(
@@ -347,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "generate":
+    if args.command in ("generate", "translate"):
         args.temperature = 1.0 if args.temperature_set is None else args.temperature_set
         args.top_k = 50 if args.top_k_set is None else args.top_k_set
         args.top_p = 1.0 if args.top_p_set is None else args.top_p_set

@@ -258,3 +258,48 @@ def test_generate_inside_tf_function(family):
     eager = family.model.generate(family.ids[:2], attention_mask=family.mask[:2], max_new_tokens=6)
     traced = run(ids, mask).numpy()
     assert_same_tokens(traced[:, : np.asarray(eager).shape[1]], np.asarray(eager), -1)
+
+
+@pytest.mark.parametrize("name", ["bart", "mbart", "marian", "pegasus", "blenderbot", "blenderbot_small"])
+def test_tf_model_h5_from_transformers_4_loads(tmp_path, name):
+    """Transformers 4.57's TF classes wrote tf_model.h5 (scripts/make_tf_h5_fixtures.py): xlagen loads
+    it alone with the logits and greedy tokens of Transformers 5 on the same weights (safetensors)."""
+    import shutil
+    from pathlib import Path
+
+    fixture = Path(__file__).resolve().parent.parent / "fixtures" / "tf_h5" / name
+    for file in ("config.json", "generation_config.json", "tf_model.h5"):
+        shutil.copy(fixture / file, tmp_path / file)
+    model = xlagen.TFAutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    pt = transformers.AutoModelForSeq2SeqLM.from_pretrained(fixture).eval()
+    ids, mask = encoder_batch(np.random.default_rng(5), pt.config.pad_token_id)
+    dec = np.random.default_rng(6).integers(3, VOCAB - 20, [len(LENGTHS), 5])
+    with torch.no_grad():
+        ref = pt(
+            input_ids=torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            decoder_input_ids=torch.tensor(dec),
+        ).logits.numpy()
+    ours = model(ids, attention_mask=mask, decoder_input_ids=dec).logits.numpy()
+    assert np.abs(ours - ref).max() <= 1e-4
+    kwargs = dict(max_new_tokens=8, num_beams=1)
+    ref_tokens = torch_generate(pt, ids, mask, **kwargs)
+    assert_same_tokens(model.generate(ids, attention_mask=mask, **kwargs), ref_tokens, pt.config.pad_token_id)
+
+
+def test_sharded_safetensors(tmp_path):
+    """A checkpoint Transformers saved in shards (model.safetensors.index.json) loads by name."""
+    pt = write_model(tmp_path / "full", "mbart")
+    pt.save_pretrained(tmp_path / "sharded", max_shard_size="40KB")
+    assert len(list((tmp_path / "sharded").glob("model-*.safetensors"))) > 1
+    model = xlagen.TFAutoModelForSeq2SeqLM.from_pretrained(tmp_path / "sharded")
+    ids, mask = encoder_batch(np.random.default_rng(7), pt.config.pad_token_id)
+    dec = np.full([len(LENGTHS), 1], pt.generation_config.decoder_start_token_id)
+    with torch.no_grad():
+        ref = pt(
+            input_ids=torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            decoder_input_ids=torch.tensor(dec),
+        )
+    ours = model(ids, attention_mask=mask, decoder_input_ids=dec).logits.numpy()
+    assert np.abs(ours - ref.logits.numpy()).max() <= 1e-4

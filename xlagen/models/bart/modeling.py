@@ -239,12 +239,8 @@ class TFBartForConditionalGeneration(TFPreTrainedModel):
         aliases = {}
         for name in set(self.embedding_names(self.config).values()) - {"lm_head.weight"}:
             if stored(name) is None:
-                # the same role first (decoder table for the decoder), then the shared one, then the other
-                order = sorted(
-                    self._TABLES,
-                    key=lambda n: (n.split(".")[1] != name.split(".")[1], n != "model.shared.weight"),
-                )
-                source = next((stored(n) for n in order if stored(n) is not None), None)
+                # the shared table first, then the encoder's, then the decoder's
+                source = next((stored(n) for n in self._TABLES if stored(n) is not None), None)
                 if source is not None:
                     aliases[name] = source
         if aliases:
