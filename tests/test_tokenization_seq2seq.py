@@ -4,6 +4,7 @@ Small real SentencePiece models are trained here on English/German text, put in 
 the hub repositories ship them (no ``tokenizer.json``) and the way Transformers 5's ``save_pretrained``
 writes them, and xlagen's ``AutoTokenizer`` must agree with Transformers' ``AutoTokenizer`` on ids,
 ``text_target`` labels, padded batches, decoding and special tokens.
+BlenderbotSmall's ``vocab.json`` + ``merges.txt`` (a Python tokenizer in Transformers 5) are checked the same way.
 """
 
 from __future__ import annotations
@@ -573,3 +574,137 @@ def test_blenderbot_vocab_merges(tmp_path: Path) -> None:
     (hub / "merges.txt").unlink()
     with pytest.raises((OSError, ValueError), match=r"merges\.txt"):
         AutoTokenizer.from_pretrained(hub)
+
+
+# --------------------------------------------------------------------------------------------------
+# BlenderbotSmall: vocab.json + merges.txt, a slow (Python) tokenizer in Transformers 5
+# --------------------------------------------------------------------------------------------------
+
+BLENDERBOT_SMALL_TEXTS = [
+    *TEXTS,
+    "  Hello   WORLD.\nI don't know (really)?",
+    "x'\ny __newln__ z\n\n end\n",
+    "__END__ __start__ a__end__b (a)(b)!! __null__",
+    "\x1cab\x1c cd\u2003ef\u00a0gh",  # regex's \s (not U+001C) splits words, as in Transformers
+    "ΣΑΣ İstanbul ÄPFEL",
+]
+
+
+def _blenderbot_small(directory: Path, config: dict[str, Any] | None) -> Path:
+    """Blenderbot-90M's files: ``merges.txt`` over characters with ``</w>`` word ends, and ``vocab.json``
+    with ``__null__``, ``__start__``, ``__end__``, ``__unk__``, ``__newln__`` first, then the pieces
+    (``@@`` ending the non-final ones). A few pieces are left out so that they become ``__unk__``."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    directory.mkdir()
+    backend = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(r"[.,!?()']"), "isolated")]
+    )
+    trainer = trainers.BpeTrainer(vocab_size=350, end_of_word_suffix="</w>", show_progress=False)
+    backend.train_from_iterator([*ENGLISH, *GERMAN, "__newln__ " * 3] * 5, trainer)
+    backend.model.save(str(directory))
+    trained = json.loads((directory / "vocab.json").read_text("utf-8"))
+    pieces = ["__null__", "__start__", "__end__", "__unk__", "__newln__"]
+    for piece, _ in sorted(trained.items(), key=lambda kv: kv[1]):
+        pieces.append(piece.removesuffix("</w>") if piece.endswith("</w>") else piece + "@@")
+    pieces = list(dict.fromkeys(pieces))
+    del pieces[60:63]
+    vocab = {piece: index for index, piece in enumerate(pieces)}
+    (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), "utf-8")
+    if config is None:  # no tokenizer config: model_type decides
+        (directory / "config.json").write_text(json.dumps({"model_type": "blenderbot-small"}), "utf-8")
+        return directory
+    return _write_config(directory, config)
+
+
+@pytest.fixture(scope="module")
+def blenderbot_small(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A hub-style BlenderbotSmall directory (as facebook/blenderbot_small-90M), one known by its
+    ``model_type`` only, and the Transformers 5 ``save_pretrained`` copy."""
+    root = tmp_path_factory.mktemp("blenderbot_small")
+    hub_config = {
+        "tokenizer_class": "BlenderbotSmallTokenizer",
+        "bos_token": "__start__",
+        "eos_token": "__end__",
+        "unk_token": "__unk__",
+        "pad_token": "__null__",
+        "model_max_length": 512,
+    }
+    dirs = {
+        "hub": _blenderbot_small(root / "hub", hub_config),
+        "model_type": _blenderbot_small(root / "model_type", None),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        transformers.AutoTokenizer.from_pretrained(dirs["hub"]).save_pretrained(root / "saved")
+    dirs["saved"] = root / "saved"
+    return dirs
+
+
+@pytest.mark.parametrize("name", ["hub", "model_type", "saved"])
+def test_blenderbot_small_matches_transformers(blenderbot_small: dict[str, Path], name: str) -> None:
+    from xlagen.tokenization import BlenderbotSmallTokenizer
+
+    ours, theirs = _load_both(blenderbot_small[name])
+    assert isinstance(ours, BlenderbotSmallTokenizer) and type(theirs).__name__ == "BlenderbotSmallTokenizer"
+    assert ours.special_tokens_map == theirs.special_tokens_map
+    assert sorted(ours.all_special_tokens) == sorted(theirs.all_special_tokens)
+    assert (ours.vocab_size, len(ours), ours.padding_side, ours.model_max_length) == (
+        theirs.vocab_size,
+        len(theirs),
+        theirs.padding_side,
+        theirs.model_max_length,
+    )
+    assert ours.get_vocab() == theirs.get_vocab()
+    for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id", "mask_token_id"):
+        assert getattr(ours, attr) == getattr(theirs, attr, None), attr
+    for text in BLENDERBOT_SMALL_TEXTS:
+        expected = theirs(text).input_ids
+        assert ours(text).input_ids == expected, text
+        assert ours.tokenize(text) == theirs.tokenize(text), text
+        assert ours(text_target=text).input_ids == theirs(text_target=text).input_ids, text
+        for skip in (False, True):
+            assert ours.decode(expected, skip_special_tokens=skip) == theirs.decode(
+                expected, skip_special_tokens=skip
+            ), text
+    assert theirs("Hello world!").input_ids[-1] != theirs.eos_token_id  # no special tokens are added
+    assert ours("Hello", "world").input_ids == theirs("Hello", "world").input_ids
+    ids = [0, 1, 5, 61, len(theirs) + 10]
+    assert ours.convert_ids_to_tokens(ids) == theirs.convert_ids_to_tokens(ids)
+    tokens = ["Hello", "hello", "__end__", "TH@@", "zzz", "__newln__"]
+    assert ours.convert_tokens_to_ids(tokens) == theirs.convert_tokens_to_ids(tokens)
+    sources, targets = BLENDERBOT_SMALL_TEXTS[2:6], BLENDERBOT_SMALL_TEXTS[12:16]
+    for options in ({"padding": True}, {"padding": "max_length", "max_length": 24, "truncation": True}):
+        got = ours(sources, text_target=targets, **options)
+        want = theirs(sources, text_target=targets, **options)
+        assert dict(got) == dict(want), options
+        assert ours.batch_decode(got["labels"], skip_special_tokens=True) == theirs.batch_decode(
+            want["labels"], skip_special_tokens=True
+        )
+    pairs = dict(ours(sources, targets, padding=True, truncation=True, max_length=12))
+    assert pairs == dict(theirs(sources, targets, padding=True, truncation=True, max_length=12))
+
+
+def test_blenderbot_small_save_and_errors(blenderbot_small: dict[str, Path], tmp_path: Path) -> None:
+    ours = AutoTokenizer.from_pretrained(blenderbot_small["hub"])
+    clone = copy.deepcopy(ours)
+    assert clone(TEXTS[3]).input_ids == ours(TEXTS[3]).input_ids
+    ours.save_pretrained(tmp_path / "saved")
+    assert not (tmp_path / "saved" / "tokenizer.json").exists()
+    again, theirs = _load_both(tmp_path / "saved")
+    assert type(again) is type(ours) and type(theirs).__name__ == "BlenderbotSmallTokenizer"
+    assert again.special_tokens_map == theirs.special_tokens_map == ours.special_tokens_map
+    for text in BLENDERBOT_SMALL_TEXTS:
+        assert again(text).input_ids == theirs(text).input_ids == ours(text).input_ids, text
+    broken = tmp_path / "broken"
+    shutil.copytree(blenderbot_small["hub"], broken)
+    (broken / "merges.txt").unlink()
+    with pytest.raises(ValueError, match=r"merges\.txt"):
+        AutoTokenizer.from_pretrained(broken)
+    (broken / "vocab.json").unlink()
+    with pytest.raises(ValueError, match=r"vocab\.json"):
+        AutoTokenizer.from_pretrained(broken)
+    with pytest.raises(ValueError, match="xx"):
+        AutoTokenizer.from_pretrained(blenderbot_small["hub"], unk_token="xx")

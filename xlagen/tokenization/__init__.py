@@ -17,7 +17,7 @@ Typical use::
 
 Modules: ``fast`` (the tokenizer API), ``encoding`` (``BatchEncoding``), ``loaders`` (checkpoint
 files to a ``tokenizers.Tokenizer`` and init arguments), ``sentencepiece`` (SentencePiece models
-converted to ``tokenizers`` pipelines), ``seq2seq`` (Marian, mBART, mBART-50, NLLB and Llama classes:
+converted to ``tokenizers`` pipelines), ``seq2seq`` (Marian, mBART, mBART-50, NLLB, BlenderbotSmall and Llama classes:
 language codes, ``text_target``), ``auto`` (``AutoTokenizer``), ``utils``.
 """
 
@@ -27,6 +27,7 @@ from xlagen.tokenization.auto import AutoTokenizer
 from xlagen.tokenization.encoding import BatchEncoding
 from xlagen.tokenization.fast import GPT2TokenizerFast, PreTrainedTokenizerFast
 from xlagen.tokenization.seq2seq import (
+    BlenderbotSmallTokenizer,
     BlenderbotTokenizer,
     BlenderbotTokenizerFast,
     LlamaTokenizer,
@@ -48,6 +49,7 @@ __all__ = [
     "AutoTokenizer",
     "BatchEncoding",
     "GPT2TokenizerFast",
+    "BlenderbotSmallTokenizer",
     "BlenderbotTokenizer",
     "BlenderbotTokenizerFast",
     "LlamaTokenizer",

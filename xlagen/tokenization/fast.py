@@ -25,6 +25,7 @@ from xlagen.tokenization.loaders import (
     _load_tokenizer_json,
     _split_init_kwargs,
     build_blenderbot_bpe,
+    build_blenderbot_small_backend,
     build_roberta_bpe,
     build_sentencepiece_backend,
     tokenizer_family,
@@ -287,7 +288,13 @@ class PreTrainedTokenizerFast:
         spm_family = family if family in SENTENCEPIECE_FILES and family != "t5" else None
         if spm_family and has_bpe_files and not (directory / SENTENCEPIECE_FILES[spm_family][0]).is_file():
             spm_family = None  # vocab.json + merges.txt instead of the SentencePiece model
-        if not has_tokenizer_json and not has_bpe_files and not has_spiece and spm_family is None:
+        if (
+            not has_tokenizer_json
+            and not has_bpe_files
+            and not has_spiece
+            and spm_family is None
+            and family != "blenderbot_small"  # its builder names the missing file
+        ):
             spm = [name for name in _SENTENCEPIECE_FILES if (directory / name).is_file()]
             if spm:
                 raise OSError(
@@ -303,7 +310,7 @@ class PreTrainedTokenizerFast:
             from xlagen.tokenization.seq2seq import TOKENIZER_CLASSES
 
             cls = TOKENIZER_CLASSES.get(family, cls)
-        if family in ("marian", "m2m100"):  # slow tokenizers in Transformers: never a tokenizer.json
+        if family in ("marian", "m2m100", "blenderbot_small"):  # slow in Transformers: never a tokenizer.json
             has_tokenizer_json = False
         if has_tokenizer_json:
             # Like Transformers: with a tokenizer.json its post-processor is authoritative; only
@@ -379,6 +386,8 @@ class PreTrainedTokenizerFast:
                     config["add_prefix_space"] = bool(config.get("add_prefix_space") or False)
                 else:
                     config.pop("add_prefix_space", None)
+        elif family == "blenderbot_small":
+            backend = build_blenderbot_small_backend(directory, config)
         elif spm_family is not None:
             backend = build_sentencepiece_backend(directory, spm_family, config)
         elif not has_bpe_files:

@@ -119,6 +119,7 @@ _FAMILY_BY_CLASS = {
     "RobertaTokenizer": "roberta",
     "BartTokenizer": "roberta",
     "BlenderbotTokenizer": "blenderbot",
+    "BlenderbotSmallTokenizer": "blenderbot_small",
     **dict.fromkeys(_T5_TOKENIZER_CLASSES, "t5"),
 }
 _FAMILY_BY_MODEL_TYPE = {
@@ -131,6 +132,7 @@ _FAMILY_BY_MODEL_TYPE = {
     "roberta": "roberta",
     "bart": "roberta",
     "blenderbot": "blenderbot",
+    "blenderbot-small": "blenderbot_small",
     **dict.fromkeys(_T5_MODEL_TYPES, "t5"),
 }
 # The SentencePiece file each family ships instead of a tokenizer.json.
@@ -181,6 +183,12 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
         "offset": 103,
     },
 }
+FAMILY_DEFAULTS["blenderbot_small"] = {
+    "bos_token": "__start__",
+    "eos_token": "__end__",
+    "unk_token": "__unk__",
+    "pad_token": "__null__",
+}
 FAMILY_DEFAULTS["nllb"] = dict(FAMILY_DEFAULTS["mbart"])
 FAMILY_DEFAULTS["roberta"] = dict(FAMILY_DEFAULTS["mbart"])
 FAMILY_DEFAULTS["blenderbot"] = dict(FAMILY_DEFAULTS["mbart"])
@@ -228,6 +236,30 @@ def build_blenderbot_bpe(directory: Path, config: dict[str, Any]) -> Tokenizer:
         single=["$A", eos], pair=["$A", "$B", eos], special_tokens=[(eos, eos_id)]
     )
     return backend
+
+
+def build_blenderbot_small_backend(directory: Path, config: dict[str, Any]) -> Tokenizer:
+    """BlenderbotSmall (Blenderbot-90M) from ``vocab.json`` + ``merges.txt``: the id lookup of its
+    ``@@``-joined BPE pieces, which :class:`~xlagen.tokenization.seq2seq.BlenderbotSmallTokenizer` computes
+    in Python as Transformers' (slow) tokenizer does. Fills ``config`` with the class defaults and the
+    two file paths; ValueError names a missing file."""
+    missing = [name for name in (VOCAB_FILE, MERGES_FILE) if not (directory / name).is_file()]
+    if missing:
+        raise ValueError(
+            f"{str(directory)!r} is a BlenderbotSmall tokenizer and lacks {', '.join(missing)}; it needs "
+            f"{VOCAB_FILE} + {MERGES_FILE}."
+        )
+    for key, value in FAMILY_DEFAULTS["blenderbot_small"].items():
+        config.setdefault(key, value)
+    config["vocab_file"] = str(directory / VOCAB_FILE)
+    config["merges_file"] = str(directory / MERGES_FILE)
+    unk = str(config["unk_token"])
+    vocab = _marian_vocab(directory / VOCAB_FILE)
+    if unk not in vocab:
+        raise ValueError(
+            f"The unknown token {unk!r} is not in the BlenderbotSmall vocabulary {config['vocab_file']!r}."
+        )
+    return Tokenizer(WordLevel(vocab, unk_token=unk))
 
 
 def _model_type(directory: Path) -> str | None:
@@ -331,7 +363,7 @@ def build_marian_backend(
 
 
 def _marian_vocab(vocab_path: Path) -> dict[str, int]:
-    """A Marian ``vocab.json`` / ``target_vocab.json``: piece -> id."""
+    """A Marian ``vocab.json`` / ``target_vocab.json`` (or BlenderbotSmall's ``vocab.json``): piece -> id."""
     vocab = _read_json(vocab_path, "vocabulary")
     if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
         raise ValueError(f"{str(vocab_path)!r} must map token strings to integer ids.")

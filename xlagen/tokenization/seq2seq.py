@@ -6,7 +6,8 @@ and ``tokenizer(text, text_target=...)`` encodes ``text_target`` with the target
 it as ``labels``. :class:`MarianTokenizer` segments text with the ``sentencepiece`` library (source
 model for inputs, target model for ``text_target``), as Transformers' ``MarianTokenizer`` does, and
 maps pieces through ``vocab.json`` with a word-level ``tokenizers`` backend that also pads and
-truncates. ``AutoTokenizer`` picks these classes from ``tokenizer_class`` / ``model_type``.
+truncates. :class:`BlenderbotSmallTokenizer` ports Transformers' Python BPE (``vocab.json`` +
+``merges.txt``) the same way. ``AutoTokenizer`` picks these classes from ``tokenizer_class`` / ``model_type``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from xlagen.tokenization.sentencepiece import (
 )
 
 __all__ = [
+    "BlenderbotSmallTokenizer",
     "BlenderbotTokenizer",
     "BlenderbotTokenizerFast",
     "LlamaTokenizer",
@@ -575,6 +577,223 @@ class M2M100Tokenizer(MarianTokenizer):
         return 2
 
 
+# --------------------------------------------------------------------------------------------------
+# BlenderbotSmall
+# --------------------------------------------------------------------------------------------------
+
+# The whitespace of the ``regex`` module's ``\s`` (Transformers' tokenizer uses ``regex``): ``re``'s
+# ``\s`` also matches U+001C..U+001F.
+_WS = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_BBS_WORDS = re.compile(f"[^{_WS}]+\n?")
+_BBS_PUNCT = re.compile("([.,!?()])")
+_BBS_QUOTE = re.compile("(')")
+_BBS_SPACES = re.compile(f"[{_WS}]{{2,}}")
+
+
+def _read_bpe_ranks(merges_file: str | os.PathLike) -> dict[tuple[str, ...], int]:
+    """Merge ranks of a ``merges.txt``, read as Transformers' ``BlenderbotSmallTokenizer`` reads it
+    (the first line is the ``#version`` header, the last one is empty)."""
+    try:
+        text = Path(merges_file).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"Cannot read the BlenderbotSmall merges file {os.fspath(merges_file)!r}: {err}"
+        ) from err
+    merges = [tuple(merge.split()) for merge in text.split("\n")[1:-1]]
+    return dict(zip(merges, range(len(merges)), strict=False))
+
+
+class BlenderbotSmallTokenizer(PreTrainedTokenizerFast):
+    """BlenderbotSmall (Blenderbot-90M) tokenizer from ``vocab.json`` + ``merges.txt``.
+
+    A port of Transformers' (slow) ``BlenderbotSmallTokenizer``: words are split on whitespace, lowercased,
+    ``.,!?()`` and ``'`` split off and a trailing newline turned into ``__newln__``; BPE pieces of a word
+    are joined with ``@@ `` and decoding joins the tokens with spaces and removes ``@@ ``. No special
+    tokens are added (as in Transformers). A word-level ``tokenizers`` backend over ``vocab.json`` maps the
+    pieces to ids and pads / truncates.
+    """
+
+    _extra_init_keys: ClassVar[frozenset[str]] = frozenset({"vocab_file", "merges_file"})
+
+    def _setup(
+        self,
+        backend: Tokenizer,
+        *,
+        vocab_file: str | os.PathLike,
+        merges_file: str | os.PathLike,
+        **kwargs: Any,
+    ) -> None:
+        self.vocab_file, self.merges_file = os.fspath(vocab_file), os.fspath(merges_file)
+        self.encoder: dict[str, int] = _marian_vocab(Path(vocab_file))
+        self.decoder: dict[int, str] = {index: token for token, index in self.encoder.items()}
+        self.bpe_ranks = _read_bpe_ranks(merges_file)
+        self.cache: dict[str, str] = {}
+        super()._setup(backend, **kwargs)
+
+    _split_added = MarianTokenizer._split_added
+
+    # ---- encoding ------------------------------------------------------------------------------
+
+    def bpe(self, token: str) -> str:
+        """The space-separated BPE pieces of one whitespace-delimited word (``@@`` ends non-final pieces)."""
+        if token in self.cache:
+            return self.cache[token]
+        token = _BBS_PUNCT.sub(r" \1", token)
+        token = _BBS_QUOTE.sub(r" \1 ", token)
+        token = _BBS_SPACES.sub(" ", token)
+        if "\n" in token:
+            token = token.replace("\n", " __newln__")
+        words = []
+        for part in token.split(" "):
+            if not part:
+                continue
+            part = part.lower()
+            word = (*part[:-1], part[-1] + "</w>")
+            if len(word) == 1:
+                words.append(part)
+                continue
+            word = self._merge(word)
+            joined = "@@ ".join(word)[:-4]
+            self.cache[part] = joined
+            words.append(joined)
+        return " ".join(words)
+
+    def _merge(self, word: tuple[str, ...]) -> tuple[str, ...]:
+        """Apply the lowest-ranked merge until none applies (Transformers' loop)."""
+        ranks = self.bpe_ranks
+        while len(word) > 1:
+            pairs = set(zip(word, word[1:], strict=False))
+            bigram = min(pairs, key=lambda pair: ranks.get(pair, float("inf")))
+            if bigram not in ranks:
+                break
+            first, second = bigram
+            merged: list[str] = []
+            i = 0
+            while i < len(word):
+                try:
+                    j = word.index(first, i)
+                except ValueError:
+                    merged.extend(word[i:])
+                    break
+                merged.extend(word[i:j])
+                i = j
+                if i < len(word) - 1 and word[i + 1] == second:
+                    merged.append(first + second)
+                    i += 2
+                else:
+                    merged.append(word[i])
+                    i += 1
+            word = tuple(merged)
+        return word
+
+    def _tokenize(self, text: str) -> list[str]:
+        """BPE pieces of text without added tokens."""
+        pieces: list[str] = []
+        for word in _BBS_WORDS.findall(text):
+            pieces.extend(self.bpe(word).split(" "))
+        return pieces
+
+    def _pieces(self, text: str) -> list[str]:
+        """Text to pieces: added tokens whole, the rest through :meth:`bpe`."""
+        added = {tok.content for tok in self.added_tokens_decoder.values()}
+        pieces: list[str] = []
+        for chunk in self._split_added(text):
+            if chunk in added and not self._tokenizer.encode_special_tokens:
+                pieces.append(chunk)
+            else:
+                pieces.extend(self._tokenize(chunk))
+        return pieces
+
+    def _encode_batch(
+        self, inputs: list[Any], add_special_tokens: bool, is_split_into_words: bool
+    ) -> list[Any]:
+        def pieces(text: Any) -> list[str]:
+            if is_split_into_words:
+                return [piece for word in text for piece in self._pieces(word)]
+            return self._pieces(text)
+
+        converted = [
+            (pieces(item[0]), pieces(item[1])) if isinstance(item, tuple) else pieces(item) for item in inputs
+        ]
+        return self._tokenizer.encode_batch(
+            converted, add_special_tokens=add_special_tokens, is_pretokenized=True
+        )
+
+    def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False) -> list[str]:
+        """BPE pieces of ``text`` (and ``pair``), with added tokens kept whole."""
+        if not isinstance(text, str) or (pair is not None and not isinstance(pair, str)):
+            raise TypeError("tokenize() expects str arguments.")
+        with self._lock:
+            return self._pieces(text) + (self._pieces(pair) if pair is not None else [])
+
+    # ---- vocabulary ----------------------------------------------------------------------------
+
+    def _token_to_id(self, token: str) -> int | None:
+        """Added tokens first, then the lowercased token in ``vocab.json`` (else the unknown token's id)."""
+        added = self.added_tokens_encoder
+        if token in added:
+            return added[token]
+        return self.encoder.get(token.lower(), self.encoder.get(str(self.unk_token)))
+
+    def _id_to_token(self, index: int) -> str:
+        added = self._tokenizer.get_added_tokens_decoder()
+        if index in added:
+            return added[index].content
+        return self.decoder.get(index, str(self.unk_token))
+
+    def convert_ids_to_tokens(self, ids: Any, skip_special_tokens: bool = False) -> Any:
+        """Id(s) to token(s) (``unk_token`` for an unknown id), special tokens optionally dropped."""
+        if isinstance(ids, int):
+            return self._id_to_token(ids)
+        skip = set(self.all_special_ids) if skip_special_tokens else set()
+        return [self._id_to_token(int(i)) for i in ids if int(i) not in skip]
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        """Join tokens with spaces and remove the ``@@ `` that ends non-final pieces."""
+        return " ".join(tokens).replace("@@ ", "").strip()
+
+    # ---- decoding ------------------------------------------------------------------------------
+
+    def _decode_one(self, ids: int | list[int], skip_special_tokens: bool, clean_up: bool | None) -> str:
+        if isinstance(ids, int):
+            ids = [ids]
+        if any(isinstance(i, list) for i in ids):
+            raise TypeError(
+                "decode() expects a sequence of ints or a batch of sequences, not deeper nesting."
+            )
+        text = self.convert_tokens_to_string(self.convert_ids_to_tokens(ids, skip_special_tokens))
+        clean_up = self.clean_up_tokenization_spaces if clean_up is None else clean_up
+        return self.clean_up_tokenization(text) if clean_up else text
+
+    # ---- saving --------------------------------------------------------------------------------
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> tuple[str, ...]:
+        """Write ``vocab.json``, ``merges.txt``, ``tokenizer_config.json`` and ``special_tokens_map.json``
+        (no ``tokenizer.json``), which xlagen and Transformers both load as a ``BlenderbotSmallTokenizer``."""
+        import json
+
+        config_path, special_path, tokenizer_path = super().save_pretrained(save_directory)
+        Path(tokenizer_path).unlink()
+        directory = Path(save_directory)
+        config = json.loads(Path(config_path).read_text("utf-8"))
+        config["tokenizer_class"] = "BlenderbotSmallTokenizer"
+        Path(config_path).write_text(
+            json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n", "utf-8"
+        )
+        vocab_path, merges_path = directory / "vocab.json", directory / "merges.txt"
+        vocab_path.write_text(
+            json.dumps(self.encoder, indent=2, sort_keys=True, ensure_ascii=False) + "\n", "utf-8"
+        )
+        merges = [" ".join(pair) for pair, _ in sorted(self.bpe_ranks.items(), key=lambda kv: kv[1])]
+        merges_path.write_text("#version: 0.2\n" + "".join(f"{line}\n" for line in merges), "utf-8")
+        return (config_path, special_path, str(vocab_path), str(merges_path))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> BlenderbotSmallTokenizer:
+        clone = super().__deepcopy__(memo)
+        clone.cache = dict(self.cache)
+        return clone
+
+
 # Transformers 5 names its tokenizers-backed classes without "Fast" and keeps the old names as aliases.
 BlenderbotTokenizerFast = BlenderbotTokenizer
 LlamaTokenizerFast = LlamaTokenizer
@@ -591,5 +810,6 @@ TOKENIZER_CLASSES: dict[str, type[PreTrainedTokenizerFast]] = {
     "nllb": NllbTokenizer,
     "llama": LlamaTokenizer,
     "blenderbot": BlenderbotTokenizer,
+    "blenderbot_small": BlenderbotSmallTokenizer,
     "pegasus": PegasusTokenizer,
 }
