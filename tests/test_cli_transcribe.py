@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,11 @@ def test_transcribe_text_and_timestamps(default_model, capsys):
     assert main(["transcribe", str(SAMPLE), "--timestamps", "--timing"]) == 0
     out = capsys.readouterr()
     assert out.out == f"[00:00:00.000 --> 00:00:03.720] {TEXT}\n"
-    assert "s of audio in" in out.err and "real time" in out.err
+    assert re.search(
+        r"sample\.wav: 3\.9 s of audio in [\d.]+ s: RTF [\d.]+ \(processing time / audio duration\), "
+        r"[\d.]+x real-time speed",
+        out.err,
+    )
 
 
 def test_transcribe_formats(default_model, capsys, tmp_path):
@@ -43,8 +49,13 @@ def test_transcribe_formats(default_model, capsys, tmp_path):
 
 
 def test_transcribe_errors(capsys, tmp_path):
-    assert main(["transcribe", str(tmp_path / "missing.wav")]) == 2
-    assert "missing.wav' does not exist" in capsys.readouterr().err
+    missing = str(tmp_path / "missing.wav")
+    assert main(["transcribe", missing]) == 1
+    err = capsys.readouterr().err
+    assert f"xlagen: error: {missing}: does not exist" in err
+    assert f"xlagen: 1 of 1 files failed: {missing} (does not exist)" in err
+    assert main(["transcribe", str(SAMPLE), "--beam-size", "0"]) == 2
+    assert "--beam-size must be >= 1" in capsys.readouterr().err
     assert main(["transcribe", str(SAMPLE), str(SAMPLE), "--format", "srt"]) == 2
     assert "needs --output-dir" in capsys.readouterr().err
     bad = tmp_path / "bad.wav"
@@ -53,3 +64,58 @@ def test_transcribe_errors(capsys, tmp_path):
     assert "xlagen: error:" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["transcribe"])
+
+
+def _corrupt(tmp_path: Path) -> Path:
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(os.urandom(4000))
+    return corrupt
+
+
+def test_transcribe_goes_on_past_bad_files(default_model, capsys, tmp_path):
+    missing, corrupt = tmp_path / "missing.wav", _corrupt(tmp_path)
+    other = tmp_path / "other.wav"
+    other.write_bytes(SAMPLE.read_bytes())
+    files = [str(SAMPLE), str(missing), str(corrupt), str(tmp_path), str(other)]
+    assert main(["transcribe", *files]) == 1
+    out = capsys.readouterr()
+    assert out.out == f"==> {SAMPLE} <==\n{TEXT}\n==> {other} <==\n{TEXT}\n"
+    assert f"xlagen: error: {missing}: does not exist" in out.err
+    assert f"xlagen: error: {tmp_path}: is a directory, not a file" in out.err
+    assert f"xlagen: error: {corrupt}: cannot decode audio file" in out.err
+    assert "Format not recognised" in out.err
+    summary = out.err.strip().splitlines()[-1]
+    assert summary.startswith(f"xlagen: 3 of 5 files failed: {missing} (does not exist), {tmp_path} (")
+    assert f"{corrupt} (cannot decode audio file" in summary
+
+    out_dir = tmp_path / "out"
+    files = [str(SAMPLE), str(missing), str(corrupt), str(other)]
+    for fmt, suffix in (("text", ".txt"), ("srt", ".srt"), ("json", ".json")):
+        args = ["transcribe", *files, "--format", fmt, "--output-dir", str(out_dir)]
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert "xlagen: 2 of 4 files failed:" in err and f"{other} -> " in err
+        assert (out_dir / f"sample{suffix}").exists() and (out_dir / f"other{suffix}").exists()
+        assert not (out_dir / f"corrupt{suffix}").exists()
+    assert (out_dir / "other.txt").read_text() == TEXT + "\n"
+
+    assert main(["transcribe", str(SAMPLE), str(corrupt), "--format", "json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert [d["file"] for d in data] == [str(SAMPLE)]
+
+
+def test_transcribe_all_bad_skips_the_model(capsys, tmp_path, monkeypatch):
+    import xlagen.models.whisper.transcribe as whisper
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model must not load when every file is missing")
+
+    monkeypatch.setattr(whisper, "get_pipeline", no_model)
+    files = [str(tmp_path / "a.wav"), str(tmp_path / "b.wav"), str(tmp_path)]
+    assert main(["transcribe", *files]) == 1
+    err = capsys.readouterr().err
+    assert err.count("xlagen: error:") == 3
+    assert err.strip().splitlines()[-1] == (
+        f"xlagen: 3 of 3 files failed: {files[0]} (does not exist), {files[1]} (does not exist), "
+        f"{files[2]} (is a directory, not a file)"
+    )

@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 DEMO_MODEL = Path(__file__).parent / "assets" / "demo-gpt2-kjv"
@@ -131,24 +132,71 @@ def _format_result(result, fmt: str, timestamps: bool) -> str:
     return result.text.strip()
 
 
+def _failure_reason(name: str, error: BaseException) -> str:
+    """``error``'s message without the repeated file name (the report names the file already)."""
+    reason = str(error).replace(f" {name!r}", "").strip()
+    return reason or type(error).__name__
+
+
+def _short_reason(reason: str) -> str:
+    """The first sentence of ``reason``, for the end-of-run summary."""
+    return reason.split(". ", 1)[0].rstrip(".")
+
+
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    import tensorflow as tf
+    """Transcribe each file; a file that cannot be read or decoded is reported and skipped.
 
-    tf.get_logger().setLevel("ERROR")
-    from xlagen.models.whisper.transcribe import get_pipeline
-
-    for name in args.files:  # fail before loading the model
-        path = Path(name)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"audio file {name!r} does not exist" if not path.exists() else f"{name!r} is not a file"
-            )
+    Returns 0 when every file was transcribed, 1 when some failed (a summary names them); usage errors
+    raise ``ValueError`` (status 2) before the model is loaded.
+    """
     several = len(args.files) > 1
     if several and args.format in ("srt", "vtt") and args.output_dir is None:
         raise ValueError(
             f"--format {args.format} with several files needs --output-dir (one subtitle file each)"
         )
+    for option in ("beam_size", "batch_size"):
+        if getattr(args, option) < 1:
+            raise ValueError(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
+    failures: dict[str, str] = {}
+
+    def fail(name: str, reason: str) -> None:
+        failures[name] = reason
+        sys.stdout.flush()
+        print(f"xlagen: error: {name}: {reason}", file=sys.stderr, flush=True)
+
+    for name in args.files:  # found before loading the model
+        path = Path(name)
+        if not path.exists():
+            fail(name, "does not exist")
+        elif not path.is_file():
+            fail(name, "is a directory, not a file" if path.is_dir() else "is not a file")
+    if len(failures) < len(args.files):
+        _transcribe_files(args, [name for name in args.files if name not in failures], several, fail)
+    if failures:
+        listed = ", ".join(f"{name} ({_short_reason(reason)})" for name, reason in failures.items())
+        print(f"xlagen: {len(failures)} of {len(args.files)} files failed: {listed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _transcribe_files(
+    args: argparse.Namespace, files: list[str], several: bool, fail: Callable[[str, str], None]
+) -> None:
+    """Load the model, then transcribe ``files``, calling ``fail(name, reason)`` for bad input."""
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+    from xlagen.audio.loading import load_audio
+    from xlagen.models.whisper.transcribe import SAMPLING_RATE, get_pipeline
+
     pipeline = get_pipeline(args.model)
+    if args.language is not None:  # a bad --language is a usage error, not one per file
+        if pipeline.tokens.multilingual:
+            pipeline.tokens.language_id(args.language)
+        elif args.language.strip().lower() not in ("en", "english", "<|en|>"):
+            raise ValueError(
+                f"this Whisper model is English-only; cannot transcribe --language {args.language}"
+            )
     options = dict(
         beam_size=args.beam_size,
         language=args.language,
@@ -160,10 +208,15 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         options["temperature"] = 0.0
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     results = []
-    for name in args.files:
+    for name in files:
         compiled = pipeline.model.generation_stats()["compilations"]
         start = time.perf_counter()
-        result = pipeline.transcribe(name, progress=progress, **options)
+        try:
+            samples = load_audio(name, SAMPLING_RATE)
+            result = pipeline.transcribe(samples, progress=progress, **options)
+        except (OSError, ValueError) as e:  # unreadable, corrupt or undecodable audio
+            fail(name, _failure_reason(name, e))
+            continue
         seconds = time.perf_counter() - start
         compiled = pipeline.model.generation_stats()["compilations"] - compiled
         text = _format_result(result, args.format, args.timestamps)
@@ -183,15 +236,15 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         if args.timing:
             note = f"; includes {compiled} XLA compilation(s)" if compiled else ""
             print(
-                f"{name}: {result.duration:.1f} s of audio in {seconds:.2f} s "
-                f"({result.duration / seconds:.1f}x real time{note})",
+                f"{name}: {result.duration:.1f} s of audio in {seconds:.2f} s: "
+                f"RTF {seconds / max(result.duration, 1e-9):.2f} (processing time / audio duration), "
+                f"{result.duration / seconds:.1f}x real-time speed{note}",
                 file=sys.stderr,
             )
     if results:
         import json
 
         print(json.dumps(results[0] if not several else results, indent=2, ensure_ascii=False))
-    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -352,7 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-fallback", action="store_true", help="no temperature fallback (temperature 0 only)")
     tr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress bar (default: when stderr is a terminal)")  # fmt: skip
-    tr.add_argument("--timing", action="store_true", help="print time and real-time factor per file")
+    tr.add_argument(
+        "--timing", action="store_true", help="per file: processing time, RTF (time / audio duration), speed"
+    )
     tr.set_defaults(func=cmd_transcribe)
 
     sv = sub.add_parser("serve", help="OpenAI-compatible HTTP server with continuous batching")
