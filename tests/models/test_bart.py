@@ -303,3 +303,22 @@ def test_sharded_safetensors(tmp_path):
         )
     ours = model(ids, attention_mask=mask, decoder_input_ids=dec).logits.numpy()
     assert np.abs(ours - ref.logits.numpy()).max() <= 1e-4
+
+
+def test_labels_loss_and_fit(tmp_path):
+    """``labels`` give Transformers' loss (decoder input shifted right from them); Keras fit trains on it."""
+    import keras
+
+    pt = write_model(tmp_path, "marian")
+    model = xlagen.TFAutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    ids, mask = encoder_batch(np.random.default_rng(8), pt.config.pad_token_id)
+    labels = np.random.default_rng(9).integers(3, VOCAB - 20, [len(LENGTHS), 6])
+    labels[0, -2:] = -100
+    with torch.no_grad():
+        ref = pt(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), labels=torch.tensor(labels))
+    out = model(ids, attention_mask=mask, labels=labels)
+    np.testing.assert_allclose(float(out["loss"]), float(ref.loss), rtol=1e-5)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
+    history = model.fit({"input_ids": ids, "attention_mask": mask, "labels": labels}, epochs=3, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < losses[0]
