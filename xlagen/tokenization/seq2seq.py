@@ -237,7 +237,49 @@ def _load_spm(path: str | os.PathLike) -> Any:
     return processor
 
 
-class MarianTokenizer(PreTrainedTokenizerFast):
+class _PythonPiecesTokenizer(PreTrainedTokenizerFast):
+    """A tokenizer whose pieces are computed in Python (``_pieces``: SentencePiece at runtime, a BPE
+    port) and mapped to ids by a pre-tokenized ``tokenizers`` backend, which also pads and truncates."""
+
+    def _pieces(self, text: str) -> list[str]:
+        raise NotImplementedError
+
+    def _split_added(self, text: str) -> list[str]:
+        """Split ``text`` on added tokens (longest first), applying their lstrip/rstrip, as Transformers."""
+        if self._tokenizer.encode_special_tokens:
+            return [text]
+        added = {tok.content: tok for tok in self.added_tokens_decoder.values()}
+        if not added:
+            return [text]
+        pattern = "|".join(re.escape(t) for t in sorted(added, key=len, reverse=True))
+        parts = [part for part in re.split(f"({pattern})", text) if part != ""]
+        for i, part in enumerate(parts):
+            token = added.get(part)
+            if token is None:
+                continue
+            if token.rstrip and i + 1 < len(parts) and parts[i + 1] not in added:
+                parts[i + 1] = parts[i + 1].lstrip()
+            if token.lstrip and i > 0 and parts[i - 1] not in added:
+                parts[i - 1] = parts[i - 1].rstrip()
+        return [part for part in parts if part]
+
+    def _encode_batch(
+        self, inputs: list[Any], add_special_tokens: bool, is_split_into_words: bool
+    ) -> list[Any]:
+        def pieces(text: Any) -> list[str]:
+            if is_split_into_words:
+                return [piece for word in text for piece in self._pieces(word)]
+            return self._pieces(text)
+
+        converted = [
+            (pieces(item[0]), pieces(item[1])) if isinstance(item, tuple) else pieces(item) for item in inputs
+        ]
+        return self._tokenizer.encode_batch(
+            converted, add_special_tokens=add_special_tokens, is_pretokenized=True
+        )
+
+
+class MarianTokenizer(_PythonPiecesTokenizer):
     """Marian (OPUS-MT) tokenizer: ``source.spm`` pieces for inputs, ``target.spm`` for ``text_target``.
 
     Pieces are looked up in ``vocab.json`` (``target_vocab.json`` for targets when ``separate_vocabs``),
@@ -323,25 +365,6 @@ class MarianTokenizer(PreTrainedTokenizerFast):
 
     # ---- encoding ------------------------------------------------------------------------------
 
-    def _split_added(self, text: str) -> list[str]:
-        """Split ``text`` on added tokens (longest first), applying their lstrip/rstrip, as Transformers."""
-        if self._tokenizer.encode_special_tokens:
-            return [text]
-        added = {tok.content: tok for tok in self.added_tokens_decoder.values()}
-        if not added:
-            return [text]
-        pattern = "|".join(re.escape(t) for t in sorted(added, key=len, reverse=True))
-        parts = [part for part in re.split(f"({pattern})", text) if part != ""]
-        for i, part in enumerate(parts):
-            token = added.get(part)
-            if token is None:
-                continue
-            if token.rstrip and i + 1 < len(parts) and parts[i + 1] not in added:
-                parts[i + 1] = parts[i + 1].lstrip()
-            if token.lstrip and i > 0 and parts[i - 1] not in added:
-                parts[i - 1] = parts[i - 1].rstrip()
-        return [part for part in parts if part]
-
     def _pieces(self, text: str) -> list[str]:
         """Text to Marian pieces: added tokens whole, a leading ``>>lang<<`` code whole, the rest via spm."""
         added = {tok.content for tok in self.added_tokens_decoder.values()}
@@ -355,21 +378,6 @@ class MarianTokenizer(PreTrainedTokenizerFast):
                 chunk = chunk[end + 2 :]
             pieces.extend(self._current_spm.encode(chunk, out_type=str))
         return pieces
-
-    def _encode_batch(
-        self, inputs: list[Any], add_special_tokens: bool, is_split_into_words: bool
-    ) -> list[Any]:
-        def pieces(text: Any) -> list[str]:
-            if is_split_into_words:
-                return [piece for word in text for piece in self._pieces(word)]
-            return self._pieces(text)
-
-        converted = [
-            (pieces(item[0]), pieces(item[1])) if isinstance(item, tuple) else pieces(item) for item in inputs
-        ]
-        return self._tokenizer.encode_batch(
-            converted, add_special_tokens=add_special_tokens, is_pretokenized=True
-        )
 
     def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False) -> list[str]:
         """SentencePiece pieces of ``text`` (source model), with added tokens kept whole."""
@@ -603,7 +611,7 @@ def _read_bpe_ranks(merges_file: str | os.PathLike) -> dict[tuple[str, ...], int
     return dict(zip(merges, range(len(merges)), strict=False))
 
 
-class BlenderbotSmallTokenizer(PreTrainedTokenizerFast):
+class BlenderbotSmallTokenizer(_PythonPiecesTokenizer):
     """BlenderbotSmall (Blenderbot-90M) tokenizer from ``vocab.json`` + ``merges.txt``.
 
     A port of Transformers' (slow) ``BlenderbotSmallTokenizer``: words are split on whitespace, lowercased,
@@ -629,8 +637,6 @@ class BlenderbotSmallTokenizer(PreTrainedTokenizerFast):
         self.bpe_ranks = _read_bpe_ranks(merges_file)
         self.cache: dict[str, str] = {}
         super()._setup(backend, **kwargs)
-
-    _split_added = MarianTokenizer._split_added
 
     # ---- encoding ------------------------------------------------------------------------------
 
@@ -703,21 +709,6 @@ class BlenderbotSmallTokenizer(PreTrainedTokenizerFast):
             else:
                 pieces.extend(self._tokenize(chunk))
         return pieces
-
-    def _encode_batch(
-        self, inputs: list[Any], add_special_tokens: bool, is_split_into_words: bool
-    ) -> list[Any]:
-        def pieces(text: Any) -> list[str]:
-            if is_split_into_words:
-                return [piece for word in text for piece in self._pieces(word)]
-            return self._pieces(text)
-
-        converted = [
-            (pieces(item[0]), pieces(item[1])) if isinstance(item, tuple) else pieces(item) for item in inputs
-        ]
-        return self._tokenizer.encode_batch(
-            converted, add_special_tokens=add_special_tokens, is_pretokenized=True
-        )
 
     def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False) -> list[str]:
         """BPE pieces of ``text`` (and ``pair``), with added tokens kept whole."""
