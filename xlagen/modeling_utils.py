@@ -59,6 +59,41 @@ def seq2seq_lm_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
 
 
+def shift_tokens_right(labels: tf.Tensor, start: int, pad: int) -> tf.Tensor:
+    """Decoder inputs for teacher forcing: ``start``, then ``labels`` but the last, -100 as ``pad``."""
+    labels = tf.cast(labels, tf.int32)
+    shifted = tf.concat([tf.fill([tf.shape(labels)[0], 1], start), labels[:, :-1]], axis=1)
+    return tf.where(tf.equal(shifted, -100), pad, shifted)
+
+
+class Seq2SeqLMTraining:
+    """Training hooks every encoder-decoder LM shares (mixed in before ``TFPreTrainedModel``): decoder
+    inputs derived from labels, and Keras ``fit`` on the labels' cross-entropy when no loss is compiled."""
+
+    def decoder_input_ids_from_labels(self, labels: tf.Tensor) -> tf.Tensor:
+        """``labels`` shifted right behind ``decoder_start_token_id`` (Transformers' rule)."""
+        start, pad = self.config.decoder_start_token_id, self.config.pad_token_id
+        if start is None or pad is None:
+            raise ValueError(
+                "decoder_start_token_id and pad_token_id must be set in the config to derive "
+                "decoder_input_ids from labels"
+            )
+        return shift_tokens_right(labels, start, pad)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Keras hook: with no compiled loss, train on the cross-entropy against ``y`` or ``x["labels"]``."""
+        if self._compile_loss is not None:
+            return super().compute_loss(x, y, y_pred, sample_weight, training)
+        labels = y
+        if labels is None and isinstance(x, dict):
+            labels = x.get("labels")
+        if labels is None:
+            raise ValueError(f"{type(self).__name__} training needs labels: pass them as y or as x['labels']")
+        loss = seq2seq_lm_loss(y_pred["logits"], labels)
+        extra = self.losses
+        return loss + tf.add_n(extra) if extra else loss
+
+
 def _register_output_tree(cls: type[ModelOutput]) -> None:
     """Let Keras' tree utilities (``predict`` batching, ``fit`` losses) walk outputs like a dict."""
     try:

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from xlagen.loading.checkpoint import AliasedTensors
-from xlagen.modeling_utils import Seq2SeqLMOutput, TFPreTrainedModel, seq2seq_lm_loss
+from xlagen.modeling_utils import Seq2SeqLMOutput, Seq2SeqLMTraining, TFPreTrainedModel, seq2seq_lm_loss
 from xlagen.models.activations import ACTIVATIONS
 from xlagen.models.bart.configuration import (
     BartConfig,
@@ -148,7 +148,7 @@ class BartStack(WeightLayer):
         return tuple(layer.encoder_attn.key_value(encoder_hidden) for layer in self.layers)
 
 
-class TFBartForConditionalGeneration(TFPreTrainedModel):
+class TFBartForConditionalGeneration(Seq2SeqLMTraining, TFPreTrainedModel):
     """BART-family encoder-decoder with its LM head; subclasses only name the config class."""
 
     config_class: ClassVar[type[BartConfig]] = BartConfig
@@ -307,17 +307,6 @@ class TFBartForConditionalGeneration(TFPreTrainedModel):
             new_caches.append(layer_cache)
         return self.decoder.finish(h), (None if caches is None else tuple(new_caches))
 
-    def _shift_right(self, labels: tf.Tensor) -> tf.Tensor:
-        start, pad = self.config.decoder_start_token_id, self.config.pad_token_id
-        if start is None or pad is None:
-            raise ValueError(
-                "decoder_start_token_id and pad_token_id must be set in the config to derive "
-                "decoder_input_ids from labels"
-            )
-        labels = tf.cast(labels, tf.int32)
-        shifted = tf.concat([tf.fill([tf.shape(labels)[0], 1], start), labels[:, :-1]], axis=1)
-        return tf.where(tf.equal(shifted, -100), pad, shifted)
-
     def call(
         self,
         input_ids,
@@ -345,7 +334,7 @@ class TFBartForConditionalGeneration(TFPreTrainedModel):
         if dec_ids is None:
             if labels is None:
                 raise ValueError(f"{type(self).__name__} needs decoder_input_ids or labels")
-            dec_ids = self._shift_right(labels)
+            dec_ids = self.decoder_input_ids_from_labels(labels)
         dec_ids = tf.cast(dec_ids, tf.int32)
         b, t = shape_list(dec_ids)
         dec_mask = inputs.get("decoder_attention_mask")
@@ -370,19 +359,6 @@ class TFBartForConditionalGeneration(TFPreTrainedModel):
         if labels is not None:
             out["loss"] = seq2seq_lm_loss(logits, labels)
         return out
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Keras hook: with no compiled loss, train on the cross-entropy against ``y`` or ``x["labels"]``."""
-        if self._compile_loss is not None:
-            return super().compute_loss(x, y, y_pred, sample_weight, training)
-        labels = y
-        if labels is None and isinstance(x, dict):
-            labels = x.get("labels")
-        if labels is None:
-            raise ValueError(f"{type(self).__name__} training needs labels: pass them as y or as x['labels']")
-        loss = seq2seq_lm_loss(y_pred["logits"], labels)
-        extra = self.losses
-        return loss + tf.add_n(extra) if extra else loss
 
     # -- cached decoding protocol (used by xlagen.generation) -------------------------------------
     def init_cache(self, batch_size, max_length: int, encoder_outputs: dict[str, tf.Tensor] | None = None):

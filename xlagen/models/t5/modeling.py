@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from xlagen.loading.checkpoint import AliasedTensors
-from xlagen.modeling_utils import Seq2SeqLMOutput, TFPreTrainedModel, seq2seq_lm_loss
+from xlagen.modeling_utils import Seq2SeqLMOutput, Seq2SeqLMTraining, TFPreTrainedModel, seq2seq_lm_loss
 from xlagen.models.activations import ACTIVATIONS
 from xlagen.models.layers import (
     RMSNorm,
@@ -240,7 +240,7 @@ class T5Stack(WeightLayer):
         return tuple(block.cross_attn.project_kv(encoder_hidden) for block in self.blocks)
 
 
-class TFT5ForConditionalGeneration(TFPreTrainedModel):
+class TFT5ForConditionalGeneration(Seq2SeqLMTraining, TFPreTrainedModel):
     """T5 with its language-modelling head (tied to ``shared`` unless the checkpoint unties it)."""
 
     # Cache entries shared by all beams of an input: beam search does not reorder them.
@@ -366,12 +366,6 @@ class TFT5ForConditionalGeneration(TFPreTrainedModel):
         h = self.decoder.dropout(self.decoder.final_layer_norm(h), training=training)
         return h, (None if caches is None else tuple(new_caches))
 
-    @staticmethod
-    def _shift_right(labels: tf.Tensor, start: int, pad: int) -> tf.Tensor:
-        labels = tf.cast(labels, tf.int32)
-        shifted = tf.concat([tf.fill([tf.shape(labels)[0], 1], start), labels[:, :-1]], axis=1)
-        return tf.where(tf.equal(shifted, -100), pad, shifted)
-
     def call(
         self,
         input_ids,
@@ -399,13 +393,7 @@ class TFT5ForConditionalGeneration(TFPreTrainedModel):
         if dec_ids is None:
             if labels is None:
                 raise ValueError("TFT5ForConditionalGeneration needs decoder_input_ids or labels")
-            start, pad = self.config.decoder_start_token_id, self.config.pad_token_id
-            if start is None or pad is None:
-                raise ValueError(
-                    "decoder_start_token_id and pad_token_id must be set in the config to derive "
-                    "decoder_input_ids from labels"
-                )
-            dec_ids = self._shift_right(labels, start, pad)
+            dec_ids = self.decoder_input_ids_from_labels(labels)
         b, t = tf.shape(dec_ids)[0], tf.shape(dec_ids)[1]
         dec_mask = inputs.get("decoder_attention_mask")
         if dec_mask is None:
@@ -428,19 +416,6 @@ class TFT5ForConditionalGeneration(TFPreTrainedModel):
         if labels is not None:
             out["loss"] = seq2seq_lm_loss(logits, labels)
         return out
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Keras hook: with no compiled loss, train on the cross-entropy against ``y`` or ``x["labels"]``."""
-        if self._compile_loss is not None:
-            return super().compute_loss(x, y, y_pred, sample_weight, training)
-        labels = y
-        if labels is None and isinstance(x, dict):
-            labels = x.get("labels")
-        if labels is None:
-            raise ValueError("T5 training needs labels: pass them as y or as x['labels']")
-        loss = seq2seq_lm_loss(y_pred["logits"], labels)
-        extra = self.losses
-        return loss + tf.add_n(extra) if extra else loss
 
     # -- cached decoding protocol (used by xlagen.generation) -------------------------------------
     def init_cache(self, batch_size, max_length: int, encoder_outputs: dict[str, tf.Tensor] | None = None):

@@ -24,7 +24,14 @@ import tensorflow as tf
 
 from xlagen.generation.config import GenerationConfig
 from xlagen.generation.programs import ProgramCache, model_fingerprint
-from xlagen.modeling_utils import ModelOutput, TFPreTrainedModel, _register_output_tree
+from xlagen.modeling_utils import (
+    ModelOutput,
+    Seq2SeqLMTraining,
+    TFPreTrainedModel,
+    _register_output_tree,
+    seq2seq_lm_loss,
+    shift_tokens_right,
+)
 from xlagen.models.activations import ACTIVATIONS, gelu_exact
 from xlagen.models.layers import (
     DecoderLayer,
@@ -86,16 +93,7 @@ def whisper_layer(config: WhisperConfig, prefix: str, init, decoder: bool) -> En
     )
 
 
-def _seq2seq_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-    """Mean cross-entropy of ``logits`` against aligned ``labels``, ignoring -100 (Transformers' rule)."""
-    labels = tf.cast(labels, tf.int32)
-    valid = tf.not_equal(labels, -100)
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.where(valid, labels, 0), logits=logits)
-    weights = tf.cast(valid, losses.dtype)
-    return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
-
-
-class TFWhisperForConditionalGeneration(TFPreTrainedModel):
+class TFWhisperForConditionalGeneration(Seq2SeqLMTraining, TFPreTrainedModel):
     """Whisper with its language-modelling head ``proj_out`` (tied to ``model.decoder.embed_tokens``)."""
 
     # Cache entries shared by all beams of an input: beam search does not reorder them.
@@ -273,27 +271,12 @@ class TFWhisperForConditionalGeneration(TFPreTrainedModel):
         logits = self._logits(self.decoder_norm(h))
         out = Seq2SeqLMOutput(logits=logits, encoder_last_hidden_state=enc)
         if labels is not None:
-            out["loss"] = _seq2seq_loss(logits, labels)
+            out["loss"] = seq2seq_lm_loss(logits, labels)
         return out
 
     def _shift_right(self, labels):
-        labels = tf.cast(labels, tf.int32)
-        start = self.config.decoder_start_token_id
         pad = self.config.pad_token_id if self.config.pad_token_id is not None else 0
-        shifted = tf.concat([tf.fill([tf.shape(labels)[0], 1], start), labels[:, :-1]], axis=1)
-        return tf.where(tf.equal(shifted, -100), pad, shifted)
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Keras hook: with no compiled loss, train on the cross-entropy of ``labels`` (``y`` or ``x``)."""
-        if self._compile_loss is not None:
-            logits = y_pred["logits"] if isinstance(y_pred, dict) else y_pred
-            return keras.Model.compute_loss(self, x, y, logits, sample_weight, training)
-        labels = y if y is not None else (x.get("labels") if isinstance(x, dict) else None)
-        if labels is None:
-            raise ValueError("training Whisper needs labels (as y, or x['labels'])")
-        loss = _seq2seq_loss(y_pred["logits"], labels)
-        extra = self.losses
-        return loss + tf.add_n(extra) if extra else loss
+        return shift_tokens_right(labels, self.config.decoder_start_token_id, pad)
 
     # -- cached decoding protocol (used by xlagen.generation) -----------------------------------
     def init_cache(self, batch_size: int, max_length: int, encoder_outputs: dict) -> dict:
