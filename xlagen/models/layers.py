@@ -468,9 +468,9 @@ class EncoderLayer(WeightLayer):
     ) -> None:
         super().__init__(**kw)
         self.normalize_before = normalize_before
-        self.self_attn = MultiHeadAttention(
-            f"{prefix}.self_attn", dim, num_heads, attention_dropout, init, attention_biases
-        )
+        self.attention_options = (attention_dropout, init, attention_biases)  # DecoderLayer's cross-attention
+        self.epsilon = epsilon
+        self.self_attn = MultiHeadAttention(f"{prefix}.self_attn", dim, num_heads, *self.attention_options)
         self.self_attn_layer_norm = LayerNorm(f"{prefix}.self_attn_layer_norm", dim, epsilon)
         self.ffn = FeedForward(prefix, dim, ffn_dim, activation, activation_dropout, init)
         self.final_layer_norm = LayerNorm(f"{prefix}.final_layer_norm", dim, epsilon)
@@ -497,41 +497,13 @@ class DecoderLayer(EncoderLayer):
     """A decoder block: causal self-attention over the static cache, cross-attention on the encoder's
     keys/values (``encoder_attn``, ``encoder_attn_layer_norm``) and feed-forward."""
 
-    def __init__(
-        self,
-        prefix: str,
-        dim: int,
-        num_heads: int,
-        ffn_dim: int,
-        activation: Callable[[tf.Tensor], tf.Tensor],
-        normalize_before: bool,
-        dropout: float = 0.0,
-        attention_dropout: float = 0.0,
-        activation_dropout: float = 0.0,
-        init: str | keras.Initializer = "zeros",
-        attention_biases: tuple[str, ...] = ("q", "k", "v", "out"),
-        epsilon: float = 1e-5,
-        **kw,
-    ) -> None:
-        super().__init__(
-            prefix,
-            dim,
-            num_heads,
-            ffn_dim,
-            activation,
-            normalize_before,
-            dropout,
-            attention_dropout,
-            activation_dropout,
-            init,
-            attention_biases,
-            epsilon,
-            **kw,
-        )
+    def __init__(self, prefix: str, dim: int, num_heads: int, *args, **kw) -> None:
+        """As :class:`EncoderLayer` (same arguments), plus the cross-attention and its norm."""
+        super().__init__(prefix, dim, num_heads, *args, **kw)
         self.encoder_attn = MultiHeadAttention(
-            f"{prefix}.encoder_attn", dim, num_heads, attention_dropout, init, attention_biases
+            f"{prefix}.encoder_attn", dim, num_heads, *self.attention_options
         )
-        self.encoder_attn_layer_norm = LayerNorm(f"{prefix}.encoder_attn_layer_norm", dim, epsilon)
+        self.encoder_attn_layer_norm = LayerNorm(f"{prefix}.encoder_attn_layer_norm", dim, self.epsilon)
 
     def call(self, x, allowed, cross_kv, cross_allowed=None, cache=None, cache_index=None, training=False):
         """Returns (hidden states [B, T, C], the updated self-attention cache or None)."""
