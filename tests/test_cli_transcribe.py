@@ -119,3 +119,38 @@ def test_transcribe_all_bad_skips_the_model(capsys, tmp_path, monkeypatch):
         f"xlagen: 3 of 3 files failed: {files[0]} (does not exist), {files[1]} (does not exist), "
         f"{files[2]} (is a directory, not a file)"
     )
+
+
+def test_transcribe_decoding_options(default_model, capsys):
+    """Fallback settings, prompts and per-segment scores from the command line."""
+    args = ["transcribe", str(SAMPLE), "--format", "json", "--temperature", "0,0.5", "--best-of", "2",
+            "--log-prob-threshold", "none", "--compression-ratio-threshold", "3", "--no-speech-threshold",
+            "0.9", "--initial-prompt", "Gardening club notes.", "--hotwords", "tomatoes"]  # fmt: skip
+    assert main(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    segment = data["segments"][0]
+    assert data["text"].strip() == TEXT and segment["temperature"] == 0.0
+    assert -1 < segment["avg_logprob"] < 0 and 0 <= segment["no_speech_prob"] < 0.5
+    assert main(["transcribe", str(SAMPLE), "--prefix", "The children"]) == 0
+    assert capsys.readouterr().out.startswith("The children")
+    for bad, message in [
+        (["--temperature", "0,-1"], "temperatures must be finite and >= 0"),
+        (["--temperature", "hot"], "expected a number or comma-separated numbers"),
+        (["--log-prob-threshold", "low"], "expected a number or 'none'"),
+        (["--best-of", "0"], "--best-of must be >= 1"),
+        (["--no-fallback", "--temperature", "0.2"], "--no-fallback and --temperature exclude each other"),
+    ]:
+        with (
+            pytest.raises(SystemExit) if "must be finite" in message or "expected" in message else _no_raise()
+        ):
+            code = main(["transcribe", str(SAMPLE), *bad])
+            assert code == 2
+        assert message in capsys.readouterr().err
+
+
+class _no_raise:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -143,6 +143,32 @@ def _short_reason(reason: str) -> str:
     return reason.split(". ", 1)[0].rstrip(".")
 
 
+def _temperatures(text: str) -> tuple[float, ...]:
+    """``--temperature 0.2`` or ``0,0.2,0.4``: floats >= 0."""
+    try:
+        values = tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number or comma-separated numbers, got {text!r}"
+        ) from None
+    if any(not v >= 0 or v == float("inf") for v in values):
+        raise argparse.ArgumentTypeError(f"temperatures must be finite and >= 0, got {text!r}")
+    return values
+
+
+def _threshold(text: str) -> float | None:
+    """A threshold, or ``none`` to turn the check off."""
+    if text.strip().lower() in ("none", "off"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+    if value != value:
+        raise argparse.ArgumentTypeError("a threshold cannot be NaN")
+    return value
+
+
 def cmd_transcribe(args: argparse.Namespace) -> int:
     """Transcribe each file; a file that cannot be read or decoded is reported and skipped.
 
@@ -154,7 +180,15 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--format {args.format} with several files needs --output-dir (one subtitle file each)"
         )
-    for option in ("beam_size", "batch_size"):
+    if args.no_fallback and args.temperature is not None:
+        raise ValueError("--no-fallback and --temperature exclude each other")
+    if not args.repetition_penalty > 0:
+        raise ValueError(f"--repetition-penalty must be > 0, got {args.repetition_penalty}")
+    if args.no_repeat_ngram_size < 0:
+        raise ValueError(f"--no-repeat-ngram-size must be >= 0, got {args.no_repeat_ngram_size}")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    for option in ("beam_size", "batch_size", "best_of"):
         if getattr(args, option) < 1:
             raise ValueError(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
     failures: dict[str, str] = {}
@@ -204,6 +238,22 @@ def _transcribe_files(
         batch_size=args.batch_size,
         condition_on_previous_text=args.condition_on_previous_text,
     )
+    options.update(
+        best_of=args.best_of,
+        compression_ratio_threshold=args.compression_ratio_threshold,
+        log_prob_threshold=args.log_prob_threshold,
+        no_speech_threshold=args.no_speech_threshold,
+        initial_prompt=args.initial_prompt,
+        prefix=args.prefix,
+        hotwords=args.hotwords,
+        length_penalty=args.length_penalty,
+        repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
+        max_new_tokens=args.max_new_tokens,
+        suppress_blank=args.suppress_blank,
+    )
+    if args.temperature is not None:
+        options["temperature"] = args.temperature
     if args.no_fallback:
         options["temperature"] = 0.0
     progress = sys.stderr.isatty() if args.progress is None else args.progress
@@ -403,6 +453,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--condition-on-previous-text", action="store_true", help="prompt each window with the text so far"
     )
     tr.add_argument("--no-fallback", action="store_true", help="no temperature fallback (temperature 0 only)")
+    tr.add_argument("--temperature", type=_temperatures, default=None, metavar="T[,T...]",
+                    help="temperature, or the fallback sequence (default 0,0.2,0.4,0.6,0.8,1)")  # fmt: skip
+    tr.add_argument("--best-of", type=int, default=5, help="samples per fallback temperature (default 5)")
+    tr.add_argument("--compression-ratio-threshold", type=_threshold, default=2.4, metavar="X|none",
+                    help="fall back when the text's gzip ratio is above X (default 2.4)")  # fmt: skip
+    tr.add_argument("--log-prob-threshold", type=_threshold, default=-1.0, metavar="X|none",
+                    help="fall back when the average log-probability is below X (default -1)")  # fmt: skip
+    tr.add_argument("--no-speech-threshold", type=_threshold, default=0.6, metavar="X|none",
+                    help="skip a window as silence when its no-speech probability is above X and the "
+                    "log-probability check failed (default 0.6)")  # fmt: skip
+    tr.add_argument("--initial-prompt", default=None, help="text that precedes the first window")
+    tr.add_argument("--prefix", default=None, help="forced start of the first window's transcript")
+    tr.add_argument("--hotwords", default=None, help="words or phrases to steer the spelling (every window)")
+    tr.add_argument(
+        "--length-penalty", type=float, default=1.0, help="beam search length penalty (default 1)"
+    )
+    tr.add_argument("--repetition-penalty", type=float, default=1.0, help="penalise tokens seen before (> 1)")
+    tr.add_argument("--no-repeat-ngram-size", type=int, default=0, help="never repeat an n-gram of this size")
+    tr.add_argument("--max-new-tokens", type=int, default=None, help="tokens per 30 s window (default 224)")
+    tr.add_argument("--no-suppress-blank", dest="suppress_blank", action="store_false",
+                    help="allow a blank or the end of text as a window's first token")  # fmt: skip
     tr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress bar (default: when stderr is a terminal)")  # fmt: skip
     tr.add_argument(

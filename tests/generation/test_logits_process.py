@@ -168,25 +168,25 @@ def test_no_repeat_ngram_under_xla_never_repeats(gpt2_model, n):
 
 
 def test_token_logprobs_and_scores_in_xla(gpt2_model):
+    """``scores`` are after the warpers (as in Transformers); ``token_logprobs`` are the model's
+    log-probabilities before them (the temperature does not change them; top-k does not renormalise)."""
     ids, mask = left_padded_batch(np.random.default_rng(9), [5, 3], vocab=128)
     fn = tf.function(gpt2_model.generate, jit_compile=True)
-    out = fn(
-        tf.constant(ids),
-        attention_mask=tf.constant(mask),
-        max_new_tokens=6,
-        output_scores=True,
-        return_dict_in_generate=True,
-        do_sample=True,
-        seed=(1, 2),
-        top_k=10,
-        eos_token_id=None,
-    )
+    common = dict(attention_mask=tf.constant(mask), max_new_tokens=6, output_scores=True,
+                  return_dict_in_generate=True, do_sample=True, seed=(1, 2), eos_token_id=None)  # fmt: skip
+    out = fn(tf.constant(ids), top_k=10, temperature=0.5, **common)
+    hot = fn(tf.constant(ids), top_k=0, temperature=0.5, **common)
     assert out.sequences.shape == (2, 5 + 6) and len(out.scores) == 6 and out.token_logprobs.shape == (2, 6)
-    for step, scores in enumerate(out.scores):
-        chosen = out.sequences.numpy()[:, 5 + step]
-        expected = tf.nn.log_softmax(scores).numpy()[np.arange(2), chosen]
-        np.testing.assert_allclose(out.token_logprobs.numpy()[:, step], expected, atol=1e-5)
-        assert (np.isfinite(scores.numpy()).sum(axis=1) == 10).all()  # top_k kept 10 tokens
+    for step in range(6):
+        assert (np.isfinite(out.scores[step].numpy()).sum(axis=1) == 10).all()  # top_k kept 10 tokens
+        # Temperature alone: scores are logits / 0.5, so the model's log-probabilities are known.
+        chosen = hot.sequences.numpy()[:, 5 + step]
+        expected = tf.nn.log_softmax(hot.scores[step] * 0.5).numpy()[np.arange(2), chosen]
+        np.testing.assert_allclose(hot.token_logprobs.numpy()[:, step], expected, atol=1e-5)
+    # The same first step under top-k: the same distribution before the warpers.
+    first = out.sequences.numpy()[:, 5]
+    expected = tf.nn.log_softmax(hot.scores[0] * 0.5).numpy()[np.arange(2), first]
+    np.testing.assert_allclose(out.token_logprobs.numpy()[:, 0], expected, atol=1e-5)
 
 
 def test_changing_penalty_value_does_not_recompile(gpt2_dir):

@@ -57,11 +57,41 @@ class WhisperProcessor:
             inputs["labels"] = self.tokenizer(text, return_tensors=return_tensors)["input_ids"]
         return inputs
 
-    def batch_decode(self, *args: Any, **kwargs: Any) -> list[str]:
-        return self.tokenizer.batch_decode(*args, **kwargs)
+    def batch_decode(self, sequences: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        """Decode each sequence (``decode``'s options, timestamps included)."""
+        if kwargs.get("output_offsets") or kwargs.get("decode_with_timestamps"):
+            rows = sequences.numpy() if hasattr(sequences, "numpy") else sequences
+            return [self.decode(row, *args, **kwargs) for row in rows]
+        return self.tokenizer.batch_decode(sequences, *args, **kwargs)
 
-    def decode(self, *args: Any, **kwargs: Any) -> Any:
-        return self.tokenizer.decode(*args, **kwargs)
+    def decode(
+        self,
+        token_ids: Any,
+        skip_special_tokens: bool = False,
+        output_offsets: bool = False,
+        decode_with_timestamps: bool = False,
+        time_offset: float = 0.0,
+        **kwargs: Any,
+    ) -> Any:
+        """Text of ``token_ids``, as Transformers' ``WhisperTokenizer.decode``: ``decode_with_timestamps``
+        writes timestamp tokens as ``<|1.08|>``; ``output_offsets`` returns ``{"text", "offsets":
+        [{"text", "timestamp": (start, end)}]}``. Works with tokenizer files that stop before the
+        timestamp tokens (CTranslate2's, OpenAI's): their ids follow ``<|notimestamps|>``."""
+        from xlagen.models.whisper.decoding import decode_with_timestamps as with_stamps
+        from xlagen.models.whisper.decoding import timestamp_begin_of, timestamp_offsets
+
+        if not (output_offsets or decode_with_timestamps):
+            return self.tokenizer.decode(token_ids, skip_special_tokens=skip_special_tokens, **kwargs)
+        if decode_with_timestamps:
+            text = with_stamps(self.tokenizer, token_ids, skip_special_tokens, time_offset)
+        else:
+            begin = timestamp_begin_of(self.tokenizer)
+            ids = token_ids.numpy() if hasattr(token_ids, "numpy") else token_ids
+            ids = [int(t) for t in (ids.tolist() if hasattr(ids, "tolist") else ids) if int(t) < begin]
+            text = self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens, **kwargs)
+        if not output_offsets:
+            return text
+        return {"text": text, "offsets": timestamp_offsets(self.tokenizer, token_ids, time_offset)}
 
     @property
     def model_input_names(self) -> list[str]:

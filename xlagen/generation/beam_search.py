@@ -36,6 +36,7 @@ class BeamOutput(NamedTuple):
     lengths: tf.Tensor  # [batch, num_return] generated tokens in each returned sequence
     steps: tf.Tensor
     scores: tf.Tensor | None  # [batch * num_beams, capacity, vocab] processed log-probs per step
+    probe: tf.Tensor | None = None  # [batch, k] LoopSpec.prompt_probe's probabilities
 
 
 def reorder_cache(cache, flat_index: tf.Tensor, beam_invariant: tuple[str, ...] = ()):
@@ -105,9 +106,11 @@ def beam_decode(
         )
         if not (static_rows and getattr(model, "encoder_rows_shared_by_beams", False)):
             enc = tf.nest.map_structure(expand, enc)
-    logits, cache, full_mask, next_position = prefill(
-        model, flat_ids, flat_mask, capacity, encoder_outputs=enc
+    logits, cache, full_mask, next_position, probe = prefill(
+        model, flat_ids, flat_mask, capacity, encoder_outputs=enc, probe=spec.prompt_probe
     )
+    if probe is not None:  # every beam of an input shares its prompt: keep the first's
+        probe = tf.reshape(probe, [batch, k, -1])[:, 0]
     processors = build_processors(spec, params, vocab)
 
     slots = flat_ids.shape[1] + capacity if flat_ids.shape[1] is not None else prompt_len + capacity
@@ -218,4 +221,5 @@ def beam_decode(
         finished_len[:, :n],
         step,
         all_scores if spec.output_scores else None,
+        probe,
     )

@@ -43,13 +43,20 @@ class LoopSpec(NamedTuple):
     # Model-specific processors (e.g. Whisper's timestamp rules): hashable factories called as
     # ``factory(params, vocab_size) -> LogitsProcessor``, applied after the standard processors.
     extra_processors: tuple = ()
+    # (anchor token, token ids): the probabilities (softmax of the raw logits) of these tokens at the
+    # first prompt position holding the anchor, from the prefill (Whisper's no-speech probability).
+    prompt_probe: tuple[int, tuple[int, ...]] | None = None
 
 
 class LoopOutput(NamedTuple):
     tokens: tf.Tensor  # [batch, capacity] generated ids, pad after a row finished
     steps: tf.Tensor  # scalar: decode steps run
     scores: tf.Tensor | None  # [batch, capacity, vocab] processed scores (output_scores)
-    token_logprobs: tf.Tensor | None  # [batch, capacity] log-probability of each chosen token
+    # [batch, capacity] log-probability of each chosen token: log_softmax of the scores after the
+    # logits processors (suppressions, penalties, forced tokens, timestamp rules), before the sampling
+    # warpers (temperature, top-k, top-p), so it measures the model's own confidence at any temperature.
+    token_logprobs: tf.Tensor | None
+    probe: tf.Tensor | None = None  # [batch, len(ids)] probabilities of LoopSpec.prompt_probe
 
 
 def config_processor_options(gc) -> dict:
@@ -68,8 +75,10 @@ def config_processor_options(gc) -> dict:
     )
 
 
-def build_processors(spec: LoopSpec, params: dict, vocab_size: int) -> lp.LogitsProcessorList:
-    """Processors, then (when sampling) warpers, in Transformers' order."""
+def build_processors(
+    spec: LoopSpec, params: dict, vocab_size: int, warpers: bool = True
+) -> lp.LogitsProcessorList:
+    """Processors, then (when sampling and ``warpers``) the warpers, in Transformers' order."""
     procs = lp.LogitsProcessorList()
     if spec.use_repetition_penalty:
         procs.append(lp.RepetitionPenaltyLogitsProcessor(params["repetition_penalty"]))
@@ -95,6 +104,14 @@ def build_processors(spec: LoopSpec, params: dict, vocab_size: int) -> lp.Logits
         )
     for factory in spec.extra_processors:
         procs.append(factory(params, vocab_size))
+    if warpers:
+        procs.extend(build_warpers(spec, params))
+    return procs
+
+
+def build_warpers(spec: LoopSpec, params: dict) -> lp.LogitsProcessorList:
+    """The sampling warpers (temperature, top-k, top-p): they shape the draw, not the model's scores."""
+    procs = lp.LogitsProcessorList()
     if spec.do_sample:
         procs.append(lp.TemperatureLogitsWarper(params["temperature"]))
         if spec.top_k > 0:
@@ -105,13 +122,21 @@ def build_processors(spec: LoopSpec, params: dict, vocab_size: int) -> lp.Logits
 
 
 def prefill(
-    model, input_ids, attention_mask, capacity: int, encoder_inputs: dict | None = None, encoder_outputs=None
+    model,
+    input_ids,
+    attention_mask,
+    capacity: int,
+    encoder_inputs: dict | None = None,
+    encoder_outputs=None,
+    probe: tuple[int, tuple[int, ...]] | None = None,
 ):
     """Allocate the cache for prompt + ``capacity`` slots and run the prompt through it.
 
     Encoder-decoder models get ``encoder_outputs``, or compute them here from ``encoder_inputs``.
+    ``probe``: see ``LoopSpec.prompt_probe`` (one more logits row per prompt).
 
-    Returns (last logits [B, 1, V], cache, attention mask over all slots [B, L], next position [B]).
+    Returns (last logits [B, 1, V], cache, attention mask over all slots [B, L], next position [B],
+    probe probabilities [B, k] or None).
     """
     batch = input_ids.shape[0] if input_ids.shape[0] is not None else tf.shape(input_ids)[0]
     prompt_len = input_ids.shape[1] if input_ids.shape[1] is not None else tf.shape(input_ids)[1]
@@ -123,8 +148,19 @@ def prefill(
         cache = model.init_cache(batch, prompt_len + capacity)
     else:
         cache = model.init_cache(batch, prompt_len + capacity, encoder_outputs)
-    logits, cache = model.forward_cached(input_ids, positions, full_mask, cache, 0)
-    return logits, cache, full_mask, tf.reduce_sum(attention_mask, axis=1)
+    probs = None
+    if probe is None:
+        logits, cache = model.forward_cached(input_ids, positions, full_mask, cache, 0)
+    else:
+        anchor, ids = probe
+        at = tf.argmax(tf.cast(tf.equal(input_ids, anchor), tf.int32), axis=1, output_type=tf.int32)
+        last = tf.fill(tf.shape(at), tf.cast(prompt_len, tf.int32) - 1)
+        both, cache = model.forward_cached(
+            input_ids, positions, full_mask, cache, 0, last_only=tf.stack([at, last], axis=1)
+        )
+        logits = both[:, 1:]
+        probs = tf.gather(tf.nn.softmax(tf.cast(both[:, 0], tf.float32)), list(ids), axis=-1)
+    return logits, cache, full_mask, tf.reduce_sum(attention_mask, axis=1), probs
 
 
 def decode(
@@ -148,10 +184,11 @@ def decode(
     pad = tf.cast(params["pad_token_id"], tf.int32)
     eos = tf.reshape(tf.cast(params["eos_token_ids"], tf.int32), [-1])
     vocab_size = model.output_vocab_size
-    logits, cache, full_mask, next_position = prefill(
-        model, input_ids, attention_mask, capacity, encoder_inputs
+    logits, cache, full_mask, next_position, probe = prefill(
+        model, input_ids, attention_mask, capacity, encoder_inputs, probe=spec.prompt_probe
     )
-    processors = build_processors(spec, params, vocab_size)
+    processors = build_processors(spec, params, vocab_size, warpers=False)
+    warpers = build_warpers(spec, params)
 
     tokens = tf.concat([input_ids, tf.fill([batch, capacity], pad)], axis=1)
     valid = tf.concat([attention_mask > 0, tf.zeros([batch, capacity], tf.bool)], axis=1)
@@ -164,7 +201,8 @@ def decode(
 
     def body(step, tokens, valid, done, logits, cache, scores_out, logprobs):
         state = lp.DecodeState(tokens, valid, params["prompt_length"] + step, step)
-        scores = processors(tf.cast(logits[:, -1, :], tf.float32), state)
+        processed = processors(tf.cast(logits[:, -1, :], tf.float32), state)
+        scores = warpers(processed, state) if spec.do_sample else processed
         chosen = sample(scores, params["seed"], step) if spec.do_sample else greedy(scores)
         chosen = tf.where(done, pad, chosen)
         slot = prompt_len + step
@@ -173,7 +211,7 @@ def decode(
         if spec.output_scores:
             scores_out = dynamic_update_slice(scores_out, scores[:, None, :], [zero, step, zero])
         if spec.output_logprobs:
-            chosen_logprob = tf.gather(tf.nn.log_softmax(scores), chosen, batch_dims=1)
+            chosen_logprob = tf.gather(tf.nn.log_softmax(processed), chosen, batch_dims=1)
             logprobs = dynamic_update_slice(
                 logprobs, tf.where(done, 0.0, chosen_logprob)[:, None], [zero, step]
             )
@@ -187,4 +225,5 @@ def decode(
     step, tokens, _, _, _, _, scores_out, logprobs = tf.while_loop(
         cond, body, loop_vars, maximum_iterations=capacity
     )
-    return LoopOutput(tokens[:, prompt_len:], step, scores_out if spec.output_scores else None, logprobs)
+    scores_out = scores_out if spec.output_scores else None
+    return LoopOutput(tokens[:, prompt_len:], step, scores_out, logprobs, probe)

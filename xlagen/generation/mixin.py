@@ -124,6 +124,10 @@ class GenerationMixin:
         """Hook: model-specific processor factories (see ``LoopSpec.extra_processors``)."""
         return ()
 
+    def _prompt_probe(self, gc: GenerationConfig) -> tuple[int, tuple[int, ...]] | None:
+        """Hook: ``LoopSpec.prompt_probe`` (token probabilities at a prompt position), or None."""
+        return None
+
     def _spec(self, gc: GenerationConfig, capacity: int, min_new: int) -> LoopSpec:
         """The static part of the options: what the traced program's code and shapes depend on."""
         return LoopSpec(
@@ -138,6 +142,7 @@ class GenerationMixin:
             output_logprobs=gc.return_dict_in_generate,
             top_k_keep=1 + len(gc.eos_token_ids) if gc.num_beams > 1 else 1,
             extra_processors=tuple(self._extra_processors(gc)),
+            prompt_probe=self._prompt_probe(gc),
         )
 
     @staticmethod
@@ -164,6 +169,16 @@ class GenerationMixin:
         into the caller's graph and the output is padded to ``prompt + max_new_tokens``.
         Encoder-decoder models take the encoder input as ``input_ids`` and return decoder tokens
         starting with ``decoder_start_token_id`` (or ``decoder_input_ids``).
+
+        With ``return_dict_in_generate=True`` the result is a ``GenerateOutput``: ``sequences``, and for
+        greedy search and sampling ``token_logprobs`` [batch, new], the log-probability of each chosen
+        token: ``log_softmax`` of the scores after the logits processors (suppressed, banned and forced
+        tokens, penalties, Whisper's timestamp rules) and before the sampling warpers (temperature,
+        top-k, top-p). It is the model's confidence in the token, the same at any temperature (what
+        Whisper's fallback thresholds expect). In Transformers' terms: ``compute_transition_scores(
+        normalize_logits=True)`` on the processed scores, taken before the warpers (its ``scores`` are
+        after them; ``output_scores=True`` here returns those too). Beam search returns
+        ``sequences_scores`` (the length-penalised sum of log-probabilities) instead.
         """
         if input_ids is None:
             input_ids = kwargs.pop("inputs", None)

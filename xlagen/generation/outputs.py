@@ -18,8 +18,10 @@ from xlagen.generation.loop import LoopOutput
 
 class GenerateOutput(dict):
     """``generate(..., return_dict_in_generate=True)``: ``sequences``, ``token_logprobs`` [batch, new]
-    (log-probability of each chosen token under the processed scores) and, with ``output_scores``,
-    ``scores`` (one [batch, vocab] tensor of processed scores per step, as in Transformers)."""
+    (log-probability of each chosen token after the logits processors, before the sampling warpers:
+    see ``generate``) and, with ``output_scores``, ``scores`` (one [batch, vocab] tensor of processed
+    and warped scores per step, as in Transformers). Models that probe the prompt (``LoopSpec.
+    prompt_probe``) add ``probe_probs`` [batch, k] (Whisper turns it into ``no_speech_prob``)."""
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -37,7 +39,10 @@ def finish_decode(gc: GenerationConfig, prompt: np.ndarray | tf.Tensor, out: Loo
         new = np.asarray(out.tokens)[:rows, :steps]
         scores = None if out.scores is None else np.asarray(out.scores)[:rows, :steps]
         logprobs = np.asarray(out.token_logprobs)[:rows, :steps]
-    return assemble(gc, prompt, new, scores, token_logprobs=logprobs)
+    fields = {"token_logprobs": logprobs}
+    if out.probe is not None:
+        fields["probe_probs"] = out.probe if steps is None else np.asarray(out.probe)[: prompt.shape[0]]
+    return assemble(gc, prompt, new, scores, **fields)
 
 
 def finish_beam(gc: GenerationConfig, prompt, out: BeamOutput, capacity: int, eager: bool):
@@ -53,11 +58,16 @@ def finish_beam(gc: GenerationConfig, prompt, out: BeamOutput, capacity: int, ea
             None if out.scores is None else np.asarray(out.scores)[: rows * gc.num_beams, : int(out.steps)]
         )
         prompt = np.repeat(np.asarray(prompt), n, axis=0)
+        probe = None if out.probe is None else np.repeat(np.asarray(out.probe)[:rows], n, axis=0)
     else:
         new = tf.reshape(out.sequences[:, :, -capacity:], [-1, capacity])
         scores, all_scores = tf.reshape(out.sequence_scores, [-1]), out.scores
         prompt = tf.repeat(prompt, n, axis=0)
-    return assemble(gc, prompt, new, all_scores, sequences_scores=scores)
+        probe = None if out.probe is None else tf.repeat(out.probe, n, axis=0)
+    fields = {"sequences_scores": scores}
+    if probe is not None:
+        fields["probe_probs"] = probe
+    return assemble(gc, prompt, new, all_scores, **fields)
 
 
 def assemble(gc: GenerationConfig, prompt, new, step_scores, **fields) -> tf.Tensor | GenerateOutput:

@@ -220,7 +220,7 @@ class SlotEngine:
         a row may repeat its slot: filler rows of a prefill batch write the same data twice)."""
         batch, width = ids.shape
         length = self.max_length
-        logits, cache, _, n_real = prefill(self.model, ids, mask, 0, encoder_inputs)
+        logits, cache, _, n_real, _ = prefill(self.model, ids, mask, 0, encoder_inputs)
         shift = width - n_real  # left padding to roll away: real tokens land at slots 0 .. n-1
         src = tf.range(length)[None, :] + shift[:, None]  # [B, L] source column of each cache slot
         inside = src < width

@@ -223,6 +223,17 @@ class RMSNorm(WeightLayer):
         return self.weight * tf.cast(h, x.dtype)
 
 
+def output_positions(h: tf.Tensor, which: bool | tf.Tensor) -> tf.Tensor:
+    """The decoder positions whose logits ``forward_cached`` returns: ``True`` the last one (all that
+    decoding needs), ``False`` every one, or an int tensor [B, k] of positions per row (one extra
+    position costs one more row of the output projection, e.g. Whisper's no-speech probe)."""
+    if which is True:
+        return h[:, -1:, :]
+    if which is False:
+        return h
+    return tf.gather(h, tf.cast(which, tf.int32), batch_dims=1)
+
+
 def split_heads(x: tf.Tensor, num_heads: int) -> tf.Tensor:
     """[B, T, H*D] -> [B, H, T, D]."""
     b, t, c = shape_list(x)

@@ -43,6 +43,7 @@ from xlagen.models.layers import (
     causal_allowed,
     kv_caches,
     linear,
+    output_positions,
     shape_list,
 )
 
@@ -388,8 +389,7 @@ class TFBartForConditionalGeneration(Seq2SeqLMTraining, TFPreTrainedModel):
             cache_index,
             False,
         )
-        if last_only:
-            h = h[:, -1:, :]
+        h = output_positions(h, last_only)
         new_cache = {"self": self_caches, "cross": cache["cross"], "encoder_mask": cache["encoder_mask"]}
         return self._logits(h), new_cache
 

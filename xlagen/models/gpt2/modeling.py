@@ -24,6 +24,7 @@ from xlagen.models.layers import (
     kv_caches,
     linear,
     merge_heads,
+    output_positions,
     shape_list,
     split_heads,
     update_cache,
@@ -177,8 +178,7 @@ class TFGPT2LMHeadModel(TFPreTrainedModel):
         for block, layer_cache in zip(self.blocks, cache):
             h, layer_cache = block(h, allowed, cache=layer_cache, cache_index=cache_index)
             new_cache.append(layer_cache)
-        if last_only:
-            h = h[:, -1:, :]
+        h = output_positions(h, last_only)
         return self._logits(self.ln_f(h)), tuple(new_cache)
 
     @property

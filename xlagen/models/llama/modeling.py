@@ -22,6 +22,7 @@ from xlagen.models.layers import (
     kv_caches,
     linear,
     merge_heads,
+    output_positions,
     query_slots,
     shape_list,
     split_heads,
@@ -279,8 +280,7 @@ class TFLlamaForCausalLM(TFPreTrainedModel):
         t = shape_list(input_ids)[1]
         allowed = causal_allowed(attention_mask, cache_index, t)
         h, new_cache = self._run(input_ids, position_ids, allowed, cache, cache_index)
-        if last_only:
-            h = h[:, -1:, :]
+        h = output_positions(h, last_only)
         return self._logits(h), new_cache
 
     @property

@@ -24,6 +24,7 @@ from xlagen.models.layers import (
     kv_caches,
     linear,
     merge_heads,
+    output_positions,
     shape_list,
     split_heads,
     update_cache,
@@ -238,8 +239,7 @@ class TFOPTForCausalLM(TFPreTrainedModel):
         h = self._embed(input_ids, position_ids)
         allowed = causal_allowed(attention_mask, cache_index, t)
         h, new_cache = self._decode(h, allowed, cache=cache, cache_index=cache_index)
-        if last_only:
-            h = h[:, -1:, :]
+        h = output_positions(h, last_only)
         return self._logits(h), new_cache
 
     @property

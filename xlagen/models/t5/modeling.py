@@ -37,6 +37,7 @@ from xlagen.models.layers import (
     kv_caches,
     linear,
     merge_heads,
+    output_positions,
     query_slots,
     shape_list,
     split_heads,
@@ -452,8 +453,7 @@ class TFT5ForConditionalGeneration(Seq2SeqLMTraining, TFPreTrainedModel):
             cache_index,
             False,
         )
-        if last_only:
-            h = h[:, -1:, :]
+        h = output_positions(h, last_only)
         new_cache = {"self": self_caches, "cross": cache["cross"], "encoder_mask": cache["encoder_mask"]}
         return self._logits(h), new_cache
 

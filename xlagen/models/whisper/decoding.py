@@ -186,19 +186,26 @@ def decoder_prompt(
     timestamps: bool = False,
     previous_tokens: list[int] | None = None,
     max_previous: int = 223,
+    hotwords: list[int] | None = None,
+    prefix: list[int] | None = None,
 ) -> list[int]:
-    """The decoder prompt: ``[<|startofprev|> previous...] <|startoftranscript|> [<|lang|> <|task|>]
-    [<|notimestamps|>]``.
+    """The decoder prompt: ``[<|startofprev|> hotwords... previous...] <|startoftranscript|> [<|lang|>
+    <|task|>] [<|notimestamps|>] [<|0.00|> prefix...]``.
 
     ``language`` (a code, token or token id) is required for multilingual models; English-only
     models accept only English and transcription. At most ``max_previous`` previous tokens (the
     latest ones) are kept, as the reference implementation does (half the decoder's context).
+    ``hotwords`` (token ids, ignored with a ``prefix``) go before the previous text; ``prefix`` (token
+    ids) is the start of the transcript, forced: the output continues it (faster-whisper's rules).
     """
     prompt: list[int] = []
-    if previous_tokens:
+    hotwords = list(hotwords or [])[:max_previous] if not prefix else []
+    if previous_tokens or hotwords:
         if tokens.sot_prev is None:
             raise ValueError("this Whisper vocabulary has no <|startofprev|> token: cannot condition on text")
-        prompt = [tokens.sot_prev, *[int(t) for t in list(previous_tokens)[-max_previous:]]]
+        prompt = [tokens.sot_prev, *hotwords]
+        if previous_tokens:
+            prompt.extend(int(t) for t in list(previous_tokens)[-max_previous:])
     prompt.append(tokens.sot)
     if tokens.multilingual:
         if language is None:
@@ -222,7 +229,22 @@ def decoder_prompt(
         prompt.append(tokens.no_timestamps)
     if timestamps and tokens.timestamp_begin is None:
         raise ValueError("this Whisper vocabulary has no timestamp tokens: cannot predict timestamps")
+    if prefix:
+        if timestamps:
+            prompt.append(tokens.timestamp_begin)
+        prompt.extend(int(t) for t in list(prefix)[:max_previous])
     return prompt
+
+
+def forced_start(prompt: list[int], tokens: WhisperSpecialTokens) -> list[int]:
+    """The part of ``prompt`` that belongs to the transcript (``<|0.00|>`` and a prefix): what follows
+    the last special token before it. The timestamp rules count it as decoded, like faster-whisper."""
+    specials = [i for i, t in enumerate(prompt) if tokens.eot <= t and not _is_timestamp(t, tokens)]
+    return list(prompt[specials[-1] + 1 :]) if specials else list(prompt)
+
+
+def _is_timestamp(token: int, tokens: WhisperSpecialTokens) -> bool:
+    return tokens.timestamp_begin is not None and token >= tokens.timestamp_begin
 
 
 def transcription_suppress_tokens(
@@ -271,12 +293,17 @@ class WhisperTimestampLogitsProcessor(LogitsProcessor):
         vocab = scores.shape[-1]
         ids = tf.range(vocab)[None, :]
         is_ts = ids >= self.begin  # [1, vocab]
-        tokens, valid, step = state.tokens, state.valid, state.step
+        tokens, valid = state.tokens, state.valid
         slots = tf.shape(tokens)[1]
         pos = tf.range(slots)[None, :]
-        # Generated tokens are the last `step` real ones (real tokens sit contiguously).
+        # The transcript so far: the real tokens after the last special one (start of transcript,
+        # language, task...): the generated ones, plus a forced ``<|0.00|>`` + prefix from the prompt.
         last = tf.reduce_max(tf.where(valid, pos, -1), axis=1)  # [rows]
-        generated = tf.logical_and(valid, pos > (last - step)[:, None])
+        prompt_end = (last - state.step)[:, None]  # real tokens sit contiguously
+        special = valid & (tokens >= self.eot) & (tokens < self.begin) & (pos <= prompt_end)
+        start = tf.reduce_max(tf.where(special, pos, -1), axis=1, keepdims=True)
+        generated = valid & (pos > tf.where(start < 0, prompt_end, start))
+        step = tf.reduce_sum(tf.cast(generated, tf.int32), axis=1)  # [rows]
         last_tok = tf.gather(tokens, tf.maximum(last, 0), batch_dims=1)
         prev_tok = tf.gather(tokens, tf.maximum(last - 1, 0), batch_dims=1)
         last_was_ts = tf.logical_and(step >= 1, last_tok >= self.begin)
@@ -293,7 +320,7 @@ class WhisperTimestampLogitsProcessor(LogitsProcessor):
         # ended); otherwise it must be later than the newest timestamp so far.
         bound = tf.where(lone_ts, newest_ts, newest_ts + 1)
         block |= is_ts & (ids < bound[:, None])
-        first = step == 0
+        first = (step == 0)[:, None]
         block |= tf.logical_and(first, ids < self.begin)
         if self.max_initial is not None:
             block |= tf.logical_and(first, ids > self.begin + self.max_initial)
@@ -373,3 +400,76 @@ def split_segments(tokens: list[int], timestamp_begin: int) -> SplitTokens:
         segments.append((piece[0] - timestamp_begin, piece[-1] - timestamp_begin, piece))
         begin = cut
     return SplitTokens(segments, list(tokens[begin:]), tokens[begin - 1] - timestamp_begin, single_ending)
+
+
+def timestamp_begin_of(tokenizer: Any) -> int:
+    """``<|0.00|>``'s id for a Whisper tokenizer: the id after ``<|notimestamps|>`` (timestamp tokens
+    need not be in the vocabulary: CTranslate2's and OpenAI's tokenizer files stop before them)."""
+    no_ts = _token_id(tokenizer, "<|notimestamps|>")
+    if no_ts is None:
+        raise ValueError(
+            "this tokenizer has no <|notimestamps|> token: it cannot be a Whisper tokenizer with timestamps"
+        )
+    return no_ts + 1
+
+
+def decode_with_timestamps(
+    tokenizer: Any, ids: Any, skip_special_tokens: bool = False, time_offset: float = 0.0
+) -> str:
+    """Text of one window's token ids with each timestamp token written as ``<|1.08|>`` (seconds from
+    the window start, plus ``time_offset``), as Transformers' ``decode(decode_with_timestamps=True)``."""
+    begin = timestamp_begin_of(tokenizer)
+    pieces: list[str] = []
+    run: list[int] = []
+    for token in [int(t) for t in _flat_ids(ids)]:
+        if token >= begin:
+            if run:
+                pieces.append(tokenizer.decode(run, skip_special_tokens=skip_special_tokens))
+                run = []
+            pieces.append(f"<|{(token - begin) * TIME_PRECISION + time_offset:.2f}|>")
+        else:
+            run.append(token)
+    if run:
+        pieces.append(tokenizer.decode(run, skip_special_tokens=skip_special_tokens))
+    return "".join(pieces)
+
+
+def timestamp_offsets(tokenizer: Any, ids: Any, time_offset: float = 0.0) -> list[dict[str, Any]]:
+    """``[{"text", "timestamp": (start, end)}]``: the text between each pair of timestamps of one
+    window's token ids, as Transformers' ``decode(output_offsets=True)`` gives them."""
+    begin = timestamp_begin_of(tokenizer)
+    tokens = [int(t) for t in _flat_ids(ids)]
+    stamps = [i for i, t in enumerate(tokens) if t >= begin]
+    cuts = [i for i in stamps[1:] if tokens[i - 1] >= begin]
+    if not cuts and len(stamps) <= 1:
+        return []
+    if stamps[-1] + 1 not in cuts:
+        cuts.append(stamps[-1] + 1)
+    offsets = []
+    start = stamps[0]
+    for cut in cuts:
+        piece = tokens[start:cut]
+        if len(piece) > 1:
+            text_ids = [t for t in piece if t < begin]
+            offsets.append(
+                {
+                    "text": tokenizer.decode(text_ids, skip_special_tokens=True),
+                    "timestamp": (
+                        round((piece[0] - begin) * TIME_PRECISION + time_offset, 2),
+                        round((piece[-1] - begin) * TIME_PRECISION + time_offset, 2),
+                    ),
+                }
+            )
+        start = cut
+    return offsets
+
+
+def _flat_ids(ids: Any) -> list[int]:
+    if hasattr(ids, "numpy"):
+        ids = ids.numpy()
+    array = list(ids.tolist() if hasattr(ids, "tolist") else ids)
+    if array and isinstance(array[0], list):
+        if len(array) != 1:
+            raise ValueError("decode one sequence at a time (got a batch)")
+        array = array[0]
+    return array

@@ -41,6 +41,7 @@ from xlagen.models.layers import (
     causal_allowed,
     kv_caches,
     linear,
+    output_positions,
     shape_list,
 )
 from xlagen.models.whisper.configuration import WhisperConfig
@@ -302,8 +303,7 @@ class TFWhisperForConditionalGeneration(Seq2SeqLMTraining, TFPreTrainedModel):
         for layer, layer_cache, kv in zip(self.decoder_layers, cache["self"], cache["cross"]):
             h, layer_cache = layer(h, allowed, kv, cache=layer_cache, cache_index=cache_index)
             new_self.append(layer_cache)
-        if last_only:
-            h = h[:, -1:, :]
+        h = output_positions(h, last_only)
         logits = self._logits(self.decoder_norm(h))
         return logits, {"self": tuple(new_self), "cross": cache["cross"]}
 
@@ -327,6 +327,7 @@ class TFWhisperForConditionalGeneration(Seq2SeqLMTraining, TFPreTrainedModel):
         encoder_outputs=None,
         max_initial_timestamp_index: int | None = None,
         renormalize_scores: bool = False,
+        return_no_speech_prob: bool = False,
         **kwargs,
     ):
         """Transcribe log-mel ``input_features`` [B, n_mels, frames] into token ids [B, prompt + new].
@@ -341,6 +342,9 @@ class TFWhisperForConditionalGeneration(Seq2SeqLMTraining, TFPreTrainedModel):
         replaces ``input_features`` to decode the same audio again without re-encoding it.
         ``renormalize_scores``: processed scores become log-probabilities again after masking (the
         reference implementation's beam scores; Transformers leaves them unnormalised).
+        ``return_no_speech_prob``: the result is a ``GenerateOutput`` with ``no_speech_prob`` [rows],
+        the probability of ``<|nospeech|>`` right after ``<|startoftranscript|>`` (softmax of the raw
+        logits, as the reference computes it), taken from the same prompt pass at one extra row.
         Other options go to the generation engine as for text models (``num_beams``, sampling...).
         ``attention_mask`` over feature frames is accepted and ignored (short-form, as in Transformers).
         """
@@ -379,6 +383,11 @@ class TFWhisperForConditionalGeneration(Seq2SeqLMTraining, TFPreTrainedModel):
             )
         elif renormalize_scores:
             gc._extra["_xlagen_whisper_rules"] = Renormalize()
+        if return_no_speech_prob:
+            if tokens.no_speech is None:
+                raise ValueError("return_no_speech_prob=True: this vocabulary has no <|nospeech|> token")
+            gc._extra["_xlagen_whisper_probe"] = (tokens.sot, (tokens.no_speech,))
+            gc.return_dict_in_generate = True
         symbolic = not tf.executing_eagerly() or any(
             tf.is_symbolic_tensor(t) for t in encoder_inputs.values()
         )
@@ -411,9 +420,13 @@ class TFWhisperForConditionalGeneration(Seq2SeqLMTraining, TFPreTrainedModel):
                 decoder_input_ids = np.tile(np.asarray(prompts, np.int32), [batch_size // len(prompts), 1])
         elif language is not None or task is not None:
             raise ValueError("pass either decoder_input_ids or language/task, not both")
-        return self._generate(
-            decoder_input_ids, decoder_attention_mask, encoder_inputs, gc, seed, jit_compile
-        )
+        out = self._generate(decoder_input_ids, decoder_attention_mask, encoder_inputs, gc, seed, jit_compile)
+        if return_no_speech_prob:
+            out["no_speech_prob"] = out.pop("probe_probs")[:, 0]
+        return out
+
+    def _prompt_probe(self, gc: GenerationConfig) -> tuple[int, tuple[int, ...]] | None:
+        return getattr(gc, "_extra", {}).get("_xlagen_whisper_probe")
 
     def _extra_processors(self, gc: GenerationConfig) -> tuple:
         rules = getattr(gc, "_extra", {}).get("_xlagen_whisper_rules")

@@ -46,6 +46,7 @@ from xlagen.models.whisper.decoding import (
     TIME_PRECISION,
     WhisperSpecialTokens,
     decoder_prompt,
+    forced_start,
     special_tokens,
     split_segments,
     transcription_suppress_tokens,
@@ -214,6 +215,7 @@ class WhisperPipeline:
         self.buckets = _PromptBuckets(batch="exact")
         self.window_batch = 8  # independent windows (no timestamps, no conditioning) decoded together
         self._max_initial: int | None = 50
+        self._decode_options: dict[str, Any] = {}  # one transcribe() call's decoding options
 
     # -- features ---------------------------------------------------------------------------------
     def features(self, audio: np.ndarray) -> np.ndarray:
@@ -280,17 +282,23 @@ class WhisperPipeline:
             for row, p in enumerate(prompts):  # left padding
                 ids[row, width - len(p) :] = p
                 mask[row, width - len(p) :] = 1
+            call = dict(
+                suppress_tokens=list(self.suppress_tokens),
+                begin_suppress_tokens=list(self.begin_suppress_tokens),
+                max_new_tokens=self.max_positions // 2,
+            )
+            call.update(self._decode_options)
+            call["max_new_tokens"] = min(call["max_new_tokens"], self.max_positions - width)
             return model.generate(
                 encoder_outputs=hidden,
                 decoder_input_ids=ids,
                 decoder_attention_mask=mask,
                 return_timestamps=timestamps,
                 max_initial_timestamp_index=self._max_initial,
-                suppress_tokens=list(self.suppress_tokens),
-                begin_suppress_tokens=list(self.begin_suppress_tokens),
-                max_new_tokens=min(self.max_positions // 2, self.max_positions - width),
                 return_dict_in_generate=True,
                 renormalize_scores=True,
+                return_no_speech_prob=self.tokens.no_speech is not None,
+                **call,
                 **options,
             )
         finally:
@@ -313,45 +321,44 @@ class WhisperPipeline:
         best_of: int,
         length_penalty: float,
         seed: tuple[int, int],
-    ) -> list[tuple[list[int], float]]:
+    ) -> list[tuple[list[int], float, float | None]]:
         """One decoding pass at one temperature over the windows of ``hidden`` (a row and a prompt
-        each): every window's tokens and average log-probability. Sampling (temperature > 0) keeps
-        the best of ``best_of`` samples; temperature 0 is beam search when ``beam_size`` > 1, else greedy."""
+        each): every window's tokens, average log-probability and no-speech probability. Sampling
+        (temperature > 0) keeps the best of ``best_of`` samples; temperature 0 is beam search when
+        ``beam_size`` > 1, else greedy. Log-probabilities are the model's before the temperature (the
+        engine's ``token_logprobs``), as the reference's fallback thresholds expect."""
         width = max(len(p) for p in prompts)
         if temperature > 0:
             out = self._generate(
                 hidden, prompts, timestamps, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
                 num_return_sequences=best_of, seed=seed,
             )  # fmt: skip
-            seqs, logprobs = out.sequences.numpy(), out.token_logprobs.numpy()
-            results = []
-            for window in range(len(prompts)):  # its samples are rows window * best_of ...
-                candidates = []
-                for row in range(window * best_of, (window + 1) * best_of):
-                    toks = self._strip(seqs[row], width)
-                    total = float(logprobs[row, : len(toks) + 1].sum())
-                    candidates.append((total / (len(toks) + 1) ** length_penalty, toks, total))
-                _, tokens, total = max(candidates, key=lambda c: c[0])
-                results.append((tokens, total / (len(tokens) + 1)))
-            return results
-        if beam_size > 1:
+            rows_per_window = best_of
+        elif beam_size > 1:
             out = self._generate(
                 hidden, prompts, timestamps, num_beams=beam_size, early_stopping=True,
                 length_penalty=length_penalty,
             )  # fmt: skip
-            seqs, scores = out.sequences.numpy(), out.sequences_scores.numpy()
-            results = []
-            for row in range(len(prompts)):
-                tokens = self._strip(seqs[row], width)
-                n = len(tokens) + 1
-                results.append((tokens, float(scores[row]) * n**length_penalty / n))
-            return results
-        out = self._generate(hidden, prompts, timestamps)
-        seqs, logprobs = out.sequences.numpy(), out.token_logprobs.numpy()
+            rows_per_window = 1
+        else:
+            out = self._generate(hidden, prompts, timestamps)
+            rows_per_window = 1
+        seqs = out.sequences.numpy()
+        no_speech = out["no_speech_prob"].numpy() if "no_speech_prob" in out else None
         results = []
-        for row in range(len(prompts)):
-            tokens = self._strip(seqs[row], width)
-            results.append((tokens, float(logprobs[row, : len(tokens) + 1].sum()) / (len(tokens) + 1)))
+        for window in range(len(prompts)):
+            candidates = []
+            for row in range(window * rows_per_window, (window + 1) * rows_per_window):
+                tokens = self._strip(seqs[row], width)
+                n = len(tokens) + 1  # with the end of text
+                if beam_size > 1 and temperature == 0:  # length-penalised beam score back to a sum
+                    total = float(out.sequences_scores.numpy()[row]) * n**length_penalty
+                else:
+                    total = float(out.token_logprobs.numpy()[row, :n].sum())
+                candidates.append((total / n**length_penalty, tokens, total / n))
+            _, tokens, avg = max(candidates, key=lambda c: c[0])
+            p = None if no_speech is None else float(no_speech[window * rows_per_window])
+            results.append((tokens, avg, p))
         return results
 
     def decode_window(
@@ -367,30 +374,28 @@ class WhisperPipeline:
         no_speech_threshold: float | None,
         length_penalty: float,
         seed: int,
-        first: tuple[list[int], float] | None = None,
+        first: tuple[list[int], float, float | None] | None = None,
     ) -> _Decoded:
         """Decode one window with temperature fallback (see the module docstring). ``first``: the
-        first temperature's (tokens, average log-probability) when already decoded in a batch."""
+        first temperature's (tokens, average log-probability, no-speech probability) when already
+        decoded in a batch. A forced start in ``prompt`` (``<|0.00|>`` and a prefix) begins the tokens."""
+        forced = forced_start(prompt, self.tokens)
         results: list[_Decoded] = []
         below_cr: list[_Decoded] = []
-        no_speech: list[float | None] = []  # computed at most once, when a threshold needs it
-
-        def get_no_speech() -> float | None:
-            if not no_speech:
-                no_speech.append(self.no_speech_prob(hidden, prompt))
-            return no_speech[0]
-
         decoded = None
         for attempt, temperature in enumerate(temperatures):
             if attempt == 0 and first is not None:
-                tokens, avg = first
+                tokens, avg, no_speech = first
             else:
-                tokens, avg = self._attempt(
+                tokens, avg, no_speech = self._attempt(
                     hidden, [prompt], timestamps, float(temperature), beam_size, best_of, length_penalty,
                     (seed, attempt),
                 )[0]  # fmt: skip
+            if forced:  # faster-whisper averages the generated tokens' log-probability over all
+                avg *= (len(tokens) + 1) / (len(forced) + len(tokens) + 1)
+                tokens = forced + tokens
             ratio = compression_ratio(self._text(tokens).strip())
-            decoded = _Decoded(tokens, avg, float(temperature), ratio, None)
+            decoded = _Decoded(tokens, avg, float(temperature), ratio, no_speech)
             results.append(decoded)
             retry = False
             if compression_ratio_threshold is not None:
@@ -400,18 +405,20 @@ class WhisperPipeline:
                     below_cr.append(decoded)
             if log_prob_threshold is not None and avg < log_prob_threshold:
                 retry = True
-                if no_speech_threshold is not None:
-                    p = get_no_speech()
-                    if p is not None and p > no_speech_threshold:
-                        retry = False  # silence: nothing better to find
+            if (
+                no_speech_threshold is not None
+                and no_speech is not None
+                and no_speech > no_speech_threshold
+                and log_prob_threshold is not None
+                and avg < log_prob_threshold
+            ):
+                retry = False  # silence: nothing better to find
             if not retry:
                 break
         else:
             best = max(below_cr or results, key=lambda d: d.avg_logprob)
             decoded = dataclasses.replace(best, temperature=float(temperatures[-1]))
         assert decoded is not None
-        if log_prob_threshold is not None and decoded.avg_logprob < log_prob_threshold:
-            decoded.no_speech_prob = get_no_speech()
         return decoded
 
     # -- transcription ------------------------------------------------------------------------------
@@ -431,7 +438,14 @@ class WhisperPipeline:
         no_speech_threshold: float | None = 0.6,
         condition_on_previous_text: bool = False,
         prompt_reset_on_temperature: float = 0.5,
-        initial_prompt: str | None = None,
+        initial_prompt: str | Iterable[int] | None = None,
+        prefix: str | None = None,
+        hotwords: str | None = None,
+        suppress_blank: bool = True,
+        suppress_tokens: Sequence[int] | None = (-1,),
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
+        max_new_tokens: int | None = None,
         max_initial_timestamp: float | None = 1.0,
         length_penalty: float = 1.0,
         batch_size: int = 1,
@@ -445,13 +459,35 @@ class WhisperPipeline:
         search at temperature 0. ``temperature``: one value, or the fallback sequence (see the module
         docstring; thresholds None disable a check). ``batch_size`` > 1: chunked mode, windows decoded
         together without conditioning or fallback. ``seed`` makes sampling reproducible.
+
+        Prompts, as faster-whisper defines them: ``initial_prompt`` (text or token ids) is the
+        "previous text" of the first window (and of later ones with ``condition_on_previous_text``);
+        ``prefix`` is forced as the start of the first window's transcript; ``hotwords`` (ignored with
+        a ``prefix``) go before the previous text of every window, to steer spellings.
+
+        Token rules, as faster-whisper's: ``suppress_tokens`` (-1: the checkpoint's non-speech symbols;
+        the task / start-of-* / no-speech tokens are always suppressed), ``suppress_blank`` (no blank
+        or end of text first), ``repetition_penalty``, ``no_repeat_ngram_size``, ``max_new_tokens`` per
+        window (default: half the decoder's positions).
         """
         _check_positive("beam_size", beam_size)
         _check_positive("best_of", best_of)
         _check_positive("batch_size", batch_size)
         temperatures = tuple(temperature) if isinstance(temperature, Iterable) else (temperature,)
-        if not temperatures or any(not isinstance(t, int | float) or t < 0 for t in temperatures):
+        if not temperatures or any(
+            not isinstance(t, int | float) or isinstance(t, bool) or not 0 <= t < float("inf")
+            for t in temperatures
+        ):
             raise ValueError(f"temperature must be a float >= 0 or a sequence of them, got {temperature!r}")
+        for name, value in (
+            ("compression_ratio_threshold", compression_ratio_threshold),
+            ("log_prob_threshold", log_prob_threshold),
+            ("no_speech_threshold", no_speech_threshold),
+        ):
+            if value is not None and (
+                not isinstance(value, int | float) or isinstance(value, bool) or value != value
+            ):
+                raise ValueError(f"{name} must be a number or None (no check), got {value!r}")
         samples = _as_audio(audio, sampling_rate)
         duration = len(samples) / SAMPLING_RATE
         if task not in ("transcribe", "translate"):
@@ -462,6 +498,9 @@ class WhisperPipeline:
         if max_initial_timestamp is not None:
             max_initial = int(round(max_initial_timestamp / TIME_PRECISION))
         self._max_initial = max_initial
+        self._decode_options = self._decoding_options(
+            suppress_blank, suppress_tokens, repetition_penalty, no_repeat_ngram_size, max_new_tokens
+        )
         if batch_size > 1:
             return self._transcribe_chunked(
                 samples, mel, language, task, beam_size, timestamps, batch_size, progress
@@ -479,14 +518,16 @@ class WhisperPipeline:
         # without text carried from window to window, the windows are known in advance and
         # independent: their first pass is encoded and decoded in batches, the fallback per window.
         batched = not timestamps and not condition_on_previous_text and not initial_prompt
-        batched = batched and temperatures[0] == 0
+        batched = batched and temperatures[0] == 0 and not prefix and not hotwords
         if language is None and not batched:
             first_hidden = self.encode(self._window(mel, 0, min(self.frames, content))[None])
             language, language_probability, _ = self.detect_language(first_hidden)
 
         all_tokens: list[int] = []
         if initial_prompt:
-            all_tokens.extend(self.tokenizer.encode(" " + initial_prompt.strip(), add_special_tokens=False))
+            all_tokens.extend(self._prompt_tokens("initial_prompt", initial_prompt))
+        prefix_tokens = self._prompt_tokens("prefix", prefix) if prefix else None
+        hotword_tokens = self._prompt_tokens("hotwords", hotwords) if hotwords else None
         reset_since = 0
         segments: list[Segment] = []
         seek = 0
@@ -494,7 +535,9 @@ class WhisperPipeline:
         window_index = 0
         # Without timestamps there is nothing to seek by: cut the audio at its quiet points instead.
         cut_frames = [b // HOP_LENGTH for _, b in self._chunks(samples)] if not timestamps else []
-        prepared: dict[int, tuple[tf.Tensor, tuple[list[int], float]]] = {}  # seek: (hidden, first pass)
+        prepared: dict[
+            int, tuple[tf.Tensor, tuple[list[int], float, float | None]]
+        ] = {}  # seek: (hidden, first pass)
         while seek < content:
             size = self._window_size(seek, content, cut_frames)
             offset = seek * HOP_LENGTH / SAMPLING_RATE
@@ -529,6 +572,8 @@ class WhisperPipeline:
                 timestamps=timestamps,
                 previous_tokens=previous,
                 max_previous=self.max_positions // 2 - 1,
+                hotwords=hotword_tokens,
+                prefix=prefix_tokens if seek == 0 else None,
             )
             decoded = self.decode_window(
                 hidden, prompt, timestamps, beam_size, temperatures, best_of, compression_ratio_threshold,
@@ -589,6 +634,57 @@ class WhisperPipeline:
 
     __call__ = transcribe
 
+    def _decoding_options(
+        self,
+        suppress_blank: bool,
+        suppress_tokens: Sequence[int] | None,
+        repetition_penalty: float,
+        no_repeat_ngram_size: int,
+        max_new_tokens: int | None,
+    ) -> dict[str, Any]:
+        """``generate`` options of one transcription (checked here, with the option's name)."""
+        options: dict[str, Any] = {}
+        if not isinstance(suppress_blank, bool):
+            raise ValueError(f"suppress_blank must be True or False, got {suppress_blank!r}")
+        if not suppress_blank:
+            options["begin_suppress_tokens"] = []
+        if suppress_tokens is None:
+            suppress_tokens = ()
+        if isinstance(suppress_tokens, str) or not all(
+            isinstance(t, int | np.integer) and -1 <= t < self.tokens.vocab_size for t in suppress_tokens
+        ):
+            raise ValueError(
+                f"suppress_tokens must be token ids (-1: the checkpoint's set), got {suppress_tokens!r}"
+            )
+        if tuple(suppress_tokens) != (-1,):
+            ids = [int(t) for t in suppress_tokens if t >= 0]
+            if -1 in suppress_tokens:
+                ids.extend(self.model.generation_config.suppress_tokens or ())
+            options["suppress_tokens"] = list(transcription_suppress_tokens(ids, self.tokens))
+        if not isinstance(repetition_penalty, int | float) or not repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be a number > 0, got {repetition_penalty!r}")
+        if repetition_penalty != 1.0:
+            options["repetition_penalty"] = float(repetition_penalty)
+        if not isinstance(no_repeat_ngram_size, int) or no_repeat_ngram_size < 0:
+            raise ValueError(f"no_repeat_ngram_size must be an integer >= 0, got {no_repeat_ngram_size!r}")
+        if no_repeat_ngram_size:
+            options["no_repeat_ngram_size"] = no_repeat_ngram_size
+        if max_new_tokens is not None:
+            _check_positive("max_new_tokens", max_new_tokens)
+            options["max_new_tokens"] = max_new_tokens
+        return options
+
+    def _prompt_tokens(self, name: str, value: Any) -> list[int]:
+        """Token ids of a text prompt option (`` " " + text.strip()``, as the reference encodes it)."""
+        if isinstance(value, str):
+            return list(self.tokenizer.encode(" " + value.strip(), add_special_tokens=False))
+        if isinstance(value, Iterable) and name == "initial_prompt":
+            ids = list(value)
+            if all(isinstance(t, int | np.integer) and 0 <= t < self.tokens.eot for t in ids):
+                return [int(t) for t in ids]
+        raise ValueError(f"{name} must be text{' or text token ids' if name == 'initial_prompt' else ''}, "
+                         f"got {value!r}")  # fmt: skip
+
     def _chunks(self, samples: np.ndarray) -> list[tuple[int, int]]:
         """Cut points (sample ranges) of at most one window each, at the quietest 20 ms in the last
         half of every window, so that words are not split across windows."""
@@ -637,7 +733,7 @@ class WhisperPipeline:
                 language, language_probability, _ = self.detect_language(hidden[:1])
             prompt = decoder_prompt(self.tokens, language, task, timestamps=timestamps)
             decoded = self._attempt(hidden, [prompt] * len(group), timestamps, 0.0, beam_size, 1, 1.0, (0, 0))
-            for (a, b), (tokens, _) in zip(group, decoded):
+            for (a, b), (tokens, avg, no_speech) in zip(group, decoded):
                 offset = a / SAMPLING_RATE
                 chunk_end = b / SAMPLING_RATE
                 if timestamps:
@@ -661,7 +757,8 @@ class WhisperPipeline:
                         continue
                     segments.append(
                         Segment(id=len(segments), start=round(t0, 3), end=round(min(t1, chunk_end), 3), text=text,
-                                tokens=list(toks))
+                                tokens=list(toks), avg_logprob=avg, no_speech_prob=no_speech,
+                                compression_ratio=compression_ratio(self._text(tokens).strip()))
                     )  # fmt: skip
             if bar is not None:
                 bar.update(min(duration, group[-1][1] / SAMPLING_RATE) - bar.n)
