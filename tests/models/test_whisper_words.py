@@ -216,3 +216,21 @@ def test_word_results_and_errors(pipeline):
             pipeline.transcribe(np.zeros(16000, np.float32), word_timestamps=True)
     finally:
         pipeline.tokens = saved
+
+
+def test_xla_trace_matches_numpy_matrix_and_dtw():
+    """The word program's in-graph matrix (softmax over the window's audio, per-head standardising
+    over the real tokens, median filter reflected at the audio's end) and DTW, under XLA, against the
+    NumPy reference on a padded batch whose rows have different lengths and audio."""
+    rng = np.random.default_rng(1)
+    scores = (3 * rng.standard_normal((2, 3, 20, 48))).astype(np.float32)
+    lengths, frames, offset = [14, 20], [30, 48], 2
+    program = tf.function(
+        lambda s, n, f: alignment.alignment_trace_tf(s, n, f, offset, 7), jit_compile=True, autograph=False
+    )
+    trace = program(tf.constant(scores), tf.constant(lengths), tf.constant(frames)).numpy()
+    for row in range(2):
+        matrix = alignment.alignment_matrix(scores[row], lengths[row], 2 * frames[row])
+        want = alignment.dtw(-matrix[offset:-1])
+        got = alignment.backtrace(trace[row], lengths[row] - 1 - offset, frames[row])
+        np.testing.assert_array_equal(np.stack(got), np.stack(want))

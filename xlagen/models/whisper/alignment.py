@@ -173,6 +173,133 @@ def alignment_pass(model: Any, hidden: Any, sequences: list[list[int]], heads, t
     return scores.numpy(), probs.numpy()
 
 
+# -- the same in XLA: matrix and DTW inside the alignment program ------------------------------------------
+_BIG = 1e30
+
+
+def _median7_tf(values: list) -> Any:
+    """Elementwise median of an odd number of tensors (odd-even transposition sort: n rounds)."""
+    import tensorflow as tf
+
+    v = list(values)
+    for round_ in range(len(v)):
+        for k in range(round_ % 2, len(v) - 1, 2):
+            v[k], v[k + 1] = tf.minimum(v[k], v[k + 1]), tf.maximum(v[k], v[k + 1])
+    return v[len(v) // 2]
+
+
+def alignment_trace_tf(scores: Any, lengths: Any, frames: Any, offset: int, width: int) -> Any:
+    """``alignment_matrix`` and ``dtw``'s forward pass for a batch, in TensorFlow (XLA): scores
+    [B, heads, T, S], ``lengths`` [B] tokens, ``frames`` [B] audio positions; rows ``offset`` ..
+    length - 2 are aligned. Returns the DTW trace [B, N + S + 1, N + 1] (N = T - offset) in the
+    skewed layout of ``dtw`` (0 diagonal, 1 down, 2 right); cells past a row's own (rows, frames)
+    corner hold values that its path never reads."""
+    import tensorflow as tf
+
+    from xlagen.models.layers import shape_list
+
+    b, _, t, s = shape_list(scores)
+    positions = tf.range(s)
+    audio = positions[None, None, None, :] < frames[:, None, None, None]  # [B, 1, 1, S]
+    # XLA CPU does not keep infinities (fast math): large finite values stand in for them
+    weights = tf.nn.softmax(tf.where(audio, scores, -_BIG), axis=-1)
+    weights = tf.where(audio, weights, 0.0)
+    real = tf.cast(tf.range(t)[None, None, :, None] < lengths[:, None, None, None], weights.dtype)
+    count = tf.cast(lengths, weights.dtype)[:, None, None, None]
+    mean = tf.reduce_sum(weights * real, axis=2, keepdims=True) / count
+    std = tf.sqrt(tf.reduce_sum(tf.square((weights - mean) * real), axis=2, keepdims=True) / count)
+    weights = tf.where(audio, (weights - mean) / std, 0.0)
+    pad = width // 2
+    if width > 1:  # median over the window, edges reflected at each row's last audio position
+        shifted = []
+        for k in range(-pad, pad + 1):
+            at = tf.abs(positions[None, :] + k)  # [1, S]
+            at = tf.where(at >= frames[:, None], 2 * frames[:, None] - at - 2, at)  # [B, S]
+            shifted.append(tf.gather(weights, tf.clip_by_value(at, 0, s - 1), axis=3, batch_dims=1))
+        filtered = _median7_tf(shifted)
+        weights = tf.where((frames > pad)[:, None, None, None], filtered, weights)
+    return dtw_trace_tf(-tf.reduce_mean(weights, axis=1)[:, offset:, :])
+
+
+def dtw_trace_tf(cost: Any) -> Any:
+    """``dtw``'s forward pass on a batch of costs [B, N, S] in TensorFlow: the trace [B, N + S + 1,
+    N + 1] in ``dtw``'s skewed layout, one loop step per anti-diagonal."""
+    import tensorflow as tf
+
+    from xlagen.models.layers import shape_list
+
+    b, n, s = shape_list(cost)
+    # skewed: row d holds the anti-diagonal i + j = d of the 1-padded grid, column i
+    d = tf.range(n + s + 1)[:, None]
+    i = tf.range(n + 1)[None, :]
+    j = d - i
+    inside = (i >= 1) & (j >= 1) & (j <= s)
+    flat = tf.reshape(cost, [b, n * s])
+    where = tf.where(inside, (i - 1) * s + (j - 1), 0)
+    skewed = tf.where(inside[None], tf.gather(flat, where, axis=1), _BIG)  # [B, N + S + 1, N + 1]
+    inf = tf.fill([b, n + 1], np.float32(_BIG))  # borders: sums of them stay far above any path's cost
+    first = tf.concat([tf.zeros([b, 1]), inf[:, 1:]], axis=1)  # anti-diagonal 0: the origin
+    two = tf.constant(2, tf.int8)
+
+    def step(carry, x):
+        before, last, _ = carry
+        c0, c1, c2 = before[:, :-1], last[:, :-1], last[:, 1:]
+        diagonal = (c0 < c1) & (c0 < c2)
+        down = ~diagonal & (c1 < c0) & (c1 < c2)
+        new = x[:, 1:] + tf.where(diagonal, c0, tf.where(down, c1, c2))
+        move = tf.where(diagonal, tf.constant(0, tf.int8), tf.where(down, tf.constant(1, tf.int8), two))
+        return last, tf.concat([inf[:, :1], new], axis=1), tf.concat([tf.fill([b, 1], two), move], axis=1)
+
+    rows = tf.scan(step, tf.transpose(skewed[:, 2:], [1, 0, 2]), (first, inf, tf.fill([b, n + 1], two)))[2]
+    start = tf.fill([b, 2, n + 1], two)
+    return tf.concat([start, tf.transpose(rows, [1, 0, 2])], axis=1)
+
+
+def backtrace(trace: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """The DTW path ending at (rows - 1, cols - 1) from a skewed trace (``alignment_trace_tf``)."""
+    i, j = rows, cols
+    path_i, path_j = [], []
+    while i > 0 and j > 0:
+        path_i.append(i - 1)
+        path_j.append(j - 1)
+        step = trace[i + j, i]
+        if step == 0:
+            i, j = i - 1, j - 1
+        elif step == 1:
+            i -= 1
+        else:
+            j -= 1
+    return np.array(path_i[::-1], np.int64), np.array(path_j[::-1], np.int64)
+
+
+def word_alignment_pass(
+    model: Any, hidden: Any, sequences: list[list[int]], frames: list[int], heads, text_vocab: int, offset: int,
+    width: int,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """One XLA program (per token bucket) from the decoder pass to the DTW trace: (trace [B, ...],
+    next-token probabilities [B, T])."""
+    import tensorflow as tf
+
+    limit = int(model.config.max_target_positions)
+    size = _bucket(max(len(s) for s in sequences), limit)
+    ids = np.zeros([len(sequences), size], np.int32)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = seq
+        ids[row, len(seq) :] = seq[-1]
+    heads = tuple((int(a), int(h)) for a, h in heads)
+
+    def run(hid, tok, lengths, audio):
+        scores, probs = model.alignment_outputs(hid, tok, heads, text_vocab)
+        return alignment_trace_tf(scores, lengths, audio, offset, width), probs
+
+    program = model._aux_programs.get(("word_alignment", heads, int(text_vocab), offset, width), run)
+    trace, probs = program(
+        tf.convert_to_tensor(hidden, tf.float32), tf.constant(ids),
+        tf.constant([len(s) for s in sequences], tf.int32), tf.constant(frames, tf.int32),
+    )  # fmt: skip
+    return trace.numpy(), probs.numpy()
+
+
 # -- words ----------------------------------------------------------------------------------------------
 def _decode(tokenizer: Any, tokens: list[int], eot: int) -> str:
     text = [t for t in tokens if t < eot]
@@ -284,14 +411,18 @@ def find_alignment(
     if not rows:
         return results
     sequences = [[*sot_sequence, no_timestamps, *text_tokens[i], eot] for i in rows]
-    scores, probs = alignment_pass(model, np.asarray(hidden)[rows], sequences, heads, eot)
+    positions = int(np.shape(hidden)[1])
+    frames = [min(num_frames[i] // 2, positions) for i in rows]
+    selected = hidden if len(rows) == len(text_tokens) else np.asarray(hidden)[rows]
     offset = len(sot_sequence)
+    trace, probs = word_alignment_pass(
+        model, selected, sequences, frames, heads, eot, offset, median_filter_width
+    )
     for k, row in enumerate(rows):
         text = text_tokens[row]
-        if num_frames[row] // 2 < 1:
+        if frames[k] < 1:
             continue
-        matrix = alignment_matrix(scores[k], len(sequences[k]), num_frames[row], median_filter_width)
-        text_indices, time_indices = dtw(-matrix[offset:-1])
+        text_indices, time_indices = backtrace(trace[k], len(text) + 1, frames[k])
         words, word_tokens = split_to_word_tokens(tokenizer, [*text, eot], eot, language)
         if len(word_tokens) <= 1:
             continue
