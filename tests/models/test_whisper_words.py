@@ -234,3 +234,18 @@ def test_xla_trace_matches_numpy_matrix_and_dtw():
         want = alignment.dtw(-matrix[offset:-1])
         got = alignment.backtrace(trace[row], lengths[row] - 1 - offset, frames[row])
         np.testing.assert_array_equal(np.stack(got), np.stack(want))
+
+
+def test_words_split_and_punctuation(pipeline):
+    tok, eot = pipeline.tokenizer, pipeline.tokens.eot
+    ids = tok.encode(' "Hello, wor-ld!" 日本', add_special_tokens=False)
+    words, groups = alignment.split_to_word_tokens(tok, [*ids, eot], eot)
+    assert "".join(words) == ' "Hello, wor-ld!" 日本' and words[-1] == "" and groups[-1] == [eot]
+    assert [t for g in groups for t in g] == [*ids, eot]
+    pieces, _ = alignment.split_to_word_tokens(tok, ids[-5:], eot, language="ja")  # unicode boundaries
+    assert "\ufffd" not in "".join(pieces) and "".join(pieces).endswith("日本")
+    timings = [alignment.WordTiming(w, g) for w, g in zip(words[:-1], groups[:-1])]
+    alignment.merge_punctuations(timings, alignment.PREPEND_PUNCTUATIONS, alignment.APPEND_PUNCTUATIONS)
+    merged = [t.word for t in timings if t.word]
+    assert merged[0].startswith(' "Hello') and merged[0].endswith(",")
+    assert "".join(merged) == ' "Hello, wor-ld!" 日本'
