@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/whisper_wer.py                      # greedy + beam 5, short clips + long file
     .venv/bin/python benchmarks/whisper_wer.py --beam-size 1 --files short
     .venv/bin/python benchmarks/whisper_wer.py --faster-whisper /tmp/venv-fw/bin/python   # refresh the reference
+    .venv/bin/python benchmarks/whisper_wer.py --beam-size 1 --no-fallback --word-timestamps [PYTHON]
 
 WER is corpus-level (word edits over reference words, all clips together) after lower-casing and
 removing punctuation; numbers are left as written ("40" vs "forty" counts as an error), as the
@@ -11,6 +12,11 @@ WER with number words spelled out (0-99). faster-whisper's transcripts come from
 ``--reference`` (JSON: {"<beam>/<file>[/no-condition]": text}); ``--faster-whisper PYTHON`` runs
 faster-whisper 1.2.x in that interpreter (float32, language en, no VAD, default options otherwise,
 and for dev_long.wav also condition_on_previous_text=False) to write it.
+
+``--word-timestamps [PYTHON]`` also aligns words and compares their times with faster-whisper's, run
+on the same files and options in PYTHON (default: this interpreter): mean absolute start/end
+difference and the fraction of words whose start and end are both within 0.1 s (over the files
+where both give the same words).
 
 xlagen's default does not condition on previous text; the long file is compared with faster-whisper
 under the same setting (the data set README's long-file figures, 12.1% / 9.5%, are faster-whisper's
@@ -90,6 +96,40 @@ print(json.dumps(out))
 """
 
 
+_FASTER_WHISPER_WORDS = """
+import json, sys
+from faster_whisper import WhisperModel
+model_dir, data, names, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+model = WhisperModel(model_dir, device="cpu", compute_type="float32", cpu_threads=2)
+out = {}
+for name in names:
+    segments, _ = model.transcribe(f"{data}/{name}", language="en", vad_filter=False, word_timestamps=True,
+                                   **options)
+    out[name] = [[w.word, w.start, w.end] for s in segments for w in s.words]
+print(json.dumps(out))
+"""
+
+
+def word_timing_errors(ours: dict[str, list], theirs: dict[str, list]) -> str:
+    """Word start/end differences to faster-whisper over the files where both found the same words."""
+    starts, ends, same = [], [], 0
+    for name, words in ours.items():
+        other = theirs.get(name)
+        if other is None or [w[0] for w in words] != [w[0] for w in other]:
+            continue
+        same += 1
+        starts += [abs(a[1] - b[1]) for a, b in zip(words, other)]
+        ends += [abs(a[2] - b[2]) for a, b in zip(words, other)]
+    if not starts:
+        return f"word timestamps: no file with faster-whisper's words (0/{len(ours)})"
+    within = sum(a <= 0.1 + 1e-9 and b <= 0.1 + 1e-9 for a, b in zip(starts, ends)) / len(starts)
+    return (
+        f"word timestamps vs faster-whisper ({same}/{len(ours)} files with the same words, {len(starts)} words): "
+        f"mean |start diff| {sum(starts) / len(starts):.3f} s, mean |end diff| {sum(ends) / len(ends):.3f} s, "
+        f"{100 * within:.1f}% within 0.1 s"
+    )
+
+
 def run_faster_whisper(python: str, model_dir: str, beams: list[int], names: list[str]) -> dict[str, str]:
     """faster-whisper's transcripts, run in another interpreter (it is no dependency of xlagen)."""
     args = [python, "-c", _FASTER_WHISPER, model_dir, str(DATA), json.dumps(beams), json.dumps(names)]
@@ -117,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         "--normalize-numbers", action="store_true", help="also report WER with numbers spelled out"
     )
     parser.add_argument("--show", action="store_true", help="print every transcript")
+    parser.add_argument(
+        "--word-timestamps", nargs="?", const=sys.executable, metavar="PYTHON",
+        help="also compare word times with faster-whisper's (run in PYTHON, default this interpreter)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     from xlagen.models.whisper.transcribe import WhisperPipeline, default_model_path
@@ -140,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         timestamps=not args.no_timestamps,
         condition_on_previous_text=args.condition,
         batch_size=args.batch_size,
+        word_timestamps=bool(args.word_timestamps),
     )
     if args.no_fallback:
         options["temperature"] = 0.0
@@ -151,13 +196,15 @@ def main(argv: list[str] | None = None) -> int:
 
     for beam in args.beam_size:
         for group, names in groups.items():
-            hyps, seconds, audio = [], 0.0, 0.0
+            hyps, seconds, audio, words = [], 0.0, 0.0, {}
             for name in names:
                 start = time.perf_counter()
                 result = pipeline.transcribe(DATA / name, beam_size=beam, **options)
                 seconds += time.perf_counter() - start
                 audio += result.duration
                 hyps.append(result.text)
+                if args.word_timestamps:
+                    words[name] = [[w.word, w.start, w.end] for s in result.segments for w in s.words or ()]
                 if args.show:
                     fw = reference.get(key(beam, name), "")
                     same = "=" if normalize(fw) == normalize(result.text) else "!"
@@ -173,6 +220,15 @@ def main(argv: list[str] | None = None) -> int:
                 if all(h is not None for h in fw_hyps):
                     line += f", faster-whisper {100 * wer(truth, fw_hyps, True):.1f}%"
             print(line + f" | {seconds:.1f} s (compiles included)", flush=True)
+            if args.word_timestamps:
+                fw_options = dict(
+                    beam_size=beam, condition_on_previous_text=args.condition,
+                    without_timestamps=args.no_timestamps, **({"temperature": 0.0} if args.no_fallback else {}),
+                )  # fmt: skip
+                command = [args.word_timestamps, "-c", _FASTER_WHISPER_WORDS, model_dir, str(DATA)]
+                command += [json.dumps(names), json.dumps(fw_options)]
+                run = subprocess.run(command, check=True, capture_output=True, text=True)
+                print("  " + word_timing_errors(words, json.loads(run.stdout)), flush=True)
     print(f"compiled programs: {pipeline.model.generation_stats()['compilations']}")
     return 0
 

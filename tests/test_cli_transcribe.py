@@ -154,3 +154,24 @@ class _no_raise:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_transcribe_word_timestamps(default_model, capsys, monkeypatch):
+    import dataclasses
+
+    from xlagen.models.whisper.transcribe import get_pipeline
+
+    assert main(["transcribe", str(SAMPLE), "--word-timestamps", "--format", "json"]) == 0
+    segment = json.loads(capsys.readouterr().out)["segments"][0]
+    words = segment["words"]
+    assert "".join(w["word"] for w in words).strip() == TEXT
+    assert set(words[0]) == {"word", "start", "end", "probability"}
+    assert segment["start"] == words[0]["start"] and segment["end"] == words[-1]["end"]
+    assert all(a["end"] <= b["start"] + 1e-6 for a, b in zip(words, words[1:]))
+    assert main(["transcribe", str(SAMPLE), "--word-cues", "--format", "vtt"]) == 0
+    vtt = capsys.readouterr().out
+    assert vtt.startswith("WEBVTT\n\n00:00:00.") and vtt.count(" --> ") == len(words) and "\nThe\n" in vtt
+    pipeline = get_pipeline()  # the cached one the CLI uses: a vocabulary without timestamp tokens
+    monkeypatch.setattr(pipeline, "tokens", dataclasses.replace(pipeline.tokens, no_timestamps=None))
+    assert main(["transcribe", str(SAMPLE), "--word-timestamps", "--format", "json"]) == 2
+    assert "word timestamps need a Whisper vocabulary with timestamp tokens" in capsys.readouterr().err

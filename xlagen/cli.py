@@ -115,13 +115,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _format_result(result, fmt: str, timestamps: bool) -> str:
+def _format_result(result, fmt: str, timestamps: bool, word_cues: bool = False) -> str:
     if fmt == "json":
         return result.to_json()
     if fmt == "srt":
-        return result.to_srt()
+        return result.to_srt(word_level=word_cues)
     if fmt == "vtt":
-        return result.to_vtt()
+        return result.to_vtt(word_level=word_cues)
     if timestamps:
         from xlagen.models.whisper.transcribe import format_timestamp
 
@@ -224,6 +224,9 @@ def _transcribe_files(
     from xlagen.models.whisper.transcribe import SAMPLING_RATE, get_pipeline
 
     pipeline = get_pipeline(args.model)
+    word_timestamps = args.word_timestamps or args.word_cues
+    if word_timestamps:  # a model that cannot align words is a usage error, not one per file
+        pipeline.check_word_timestamps()
     if args.language is not None:  # a bad --language is a usage error, not one per file
         if pipeline.tokens.multilingual:
             pipeline.tokens.language_id(args.language)
@@ -237,6 +240,7 @@ def _transcribe_files(
         task=args.task,
         batch_size=args.batch_size,
         condition_on_previous_text=args.condition_on_previous_text,
+        word_timestamps=word_timestamps,
     )
     options.update(
         best_of=args.best_of,
@@ -269,7 +273,7 @@ def _transcribe_files(
             continue
         seconds = time.perf_counter() - start
         compiled = pipeline.model.generation_stats()["compilations"] - compiled
-        text = _format_result(result, args.format, args.timestamps)
+        text = _format_result(result, args.format, args.timestamps, args.word_cues)
         if args.output_dir is not None:
             out_dir = Path(args.output_dir)
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -474,6 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-new-tokens", type=int, default=None, help="tokens per 30 s window (default 224)")
     tr.add_argument("--no-suppress-blank", dest="suppress_blank", action="store_false",
                     help="allow a blank or the end of text as a window's first token")  # fmt: skip
+    tr.add_argument("--word-timestamps", action="store_true",
+                    help="align each word (cross-attention + DTW): --format json gives segments their words")  # fmt: skip
+    tr.add_argument("--word-cues", action="store_true",
+                    help="--format srt/vtt: one cue per word (implies --word-timestamps)")  # fmt: skip
     tr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress bar (default: when stderr is a terminal)")  # fmt: skip
     tr.add_argument(

@@ -367,6 +367,18 @@ def test_transcriptions(server, client):
             timestamp_granularities=["segment"],
         )
     assert verbose.text == expected and verbose.segments and verbose.duration > 3
+    with open(clip, "rb") as f:  # word timestamps, as the openai client asks for them
+        words = client.audio.transcriptions.create(
+            model="whisper-1", file=f, response_format="verbose_json", timestamp_granularities=["word"]
+        )
+    local = xlagen.transcribe(str(clip), word_timestamps=True)
+    assert [w.word for w in words.words] == [w.word.strip() for s in local.segments for w in s.words]
+    assert words.words[0].start == local.segments[0].words[0].start and not words.segments
+    with open(clip, "rb") as f:
+        plain = httpx.post(server["base"] + "/v1/audio/transcriptions", files={"file": ("a.wav", f, "audio/wav")},
+                           data={"model": "whisper-1", "timestamp_granularities[]": "word"},
+                           headers={"Authorization": f"Bearer {KEY}"}, timeout=60)  # fmt: skip
+    assert plain.status_code == 400 and "verbose_json" in plain.json()["error"]["message"]
     with open(AUDIO / "dev_07.flac", "rb") as f:
         srt = client.audio.transcriptions.create(model="whisper-1", file=f, response_format="srt")
     assert "-->" in srt and srt.startswith("1\n")

@@ -406,6 +406,12 @@ class MultiHeadAttention(WeightLayer):
         v = split_heads(linear(states, self.v_w, self.v_b), self.num_heads)
         return k, v
 
+    def scores(self, x: tf.Tensor, kv: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
+        """Scaled attention scores [B, H, T, S] (before the softmax) of queries ``x`` [B, T, C] on
+        precomputed ``kv``: what Whisper's word alignment reads from a few cross-attention heads."""
+        q = split_heads(linear(x, self.q_w, self.q_b) * self.scale, self.num_heads)
+        return tf.matmul(q, kv[0], transpose_b=True)
+
     def call(self, x, allowed=None, kv=None, cache=None, cache_index=None, training=False):
         """Attend from ``x`` to ``kv`` (cross) or to itself (written into ``cache`` when given).
 
@@ -516,21 +522,34 @@ class DecoderLayer(EncoderLayer):
         )
         self.encoder_attn_layer_norm = LayerNorm(f"{prefix}.encoder_attn_layer_norm", dim, self.epsilon)
 
-    def call(self, x, allowed, cross_kv, cross_allowed=None, cache=None, cache_index=None, training=False):
-        """Returns (hidden states [B, T, C], the updated self-attention cache or None)."""
+    def call(
+        self,
+        x,
+        allowed,
+        cross_kv,
+        cross_allowed=None,
+        cache=None,
+        cache_index=None,
+        training=False,
+        return_cross_scores=False,
+    ):
+        """Returns (hidden states [B, T, C], the updated self-attention cache or None), and with
+        ``return_cross_scores`` the cross-attention scores [B, H, T, S] before the softmax as well."""
         x, cache = self.residual(
             x,
             self.self_attn_layer_norm,
             lambda h: self.self_attn(h, allowed, cache=cache, cache_index=cache_index, training=training),
             training,
         )
-        x, _ = self.residual(
-            x,
-            self.encoder_attn_layer_norm,
-            lambda h: self.encoder_attn(h, cross_allowed, kv=cross_kv, training=training),
-            training,
-        )
+        scores = []
+
+        def cross(h):
+            if return_cross_scores:
+                scores.append(self.encoder_attn.scores(h, cross_kv))
+            return self.encoder_attn(h, cross_allowed, kv=cross_kv, training=training)
+
+        x, _ = self.residual(x, self.encoder_attn_layer_norm, cross, training)
         x, _ = self.residual(
             x, self.final_layer_norm, lambda h: (self.ffn(h, training=training), None), training
         )
-        return x, cache
+        return (x, cache, scores[0]) if return_cross_scores else (x, cache)

@@ -506,11 +506,19 @@ def create_app(
                 param="response_format",
             )
         granularities = form.getlist("timestamp_granularities[]") or form.getlist("timestamp_granularities")
-        if any(g != "segment" for g in granularities):
+        if any(g not in ("segment", "word") for g in granularities):
             raise APIError(
-                "timestamp_granularities: only 'segment' is supported", param="timestamp_granularities[]"
+                f"timestamp_granularities: each must be 'segment' or 'word', got {granularities}",
+                param="timestamp_granularities[]",
+            )
+        if granularities and fmt != "verbose_json":
+            raise APIError(
+                "timestamp_granularities needs response_format=verbose_json",
+                param="timestamp_granularities[]",
             )
         opts: dict[str, Any] = {}
+        if "word" in granularities:
+            opts["word_timestamps"] = True
         temperature = form.get("temperature")
         if temperature not in (None, ""):
             try:
@@ -545,27 +553,36 @@ def create_app(
             return PlainTextResponse(result.to_vtt(), media_type="text/vtt")
         if fmt == "json":
             return {"text": text_out}
-        return {
+        body: dict[str, Any] = {
             "task": "transcribe",
             "language": result.language,
             "duration": result.duration,
             "text": text_out,
-            "segments": [
-                {
-                    "id": s.id,
-                    "seek": 0,
-                    "start": s.start,
-                    "end": s.end,
-                    "text": s.text,
-                    "tokens": list(s.tokens),
-                    "temperature": s.temperature,
-                    "avg_logprob": s.avg_logprob,
-                    "compression_ratio": s.compression_ratio,
-                    "no_speech_prob": s.no_speech_prob if s.no_speech_prob is not None else 0.0,
-                }
-                for s in result.segments
-            ],
         }
+        if "word" in granularities:  # OpenAI's verbose_json: the words of all segments, in order
+            body["words"] = [
+                {"word": w.word.strip(), "start": w.start, "end": w.end}
+                for s in result.segments
+                for w in s.words or ()
+            ]
+        if "word" in granularities and "segment" not in granularities:
+            return body
+        body["segments"] = [
+            {
+                "id": s.id,
+                "seek": 0,
+                "start": s.start,
+                "end": s.end,
+                "text": s.text,
+                "tokens": list(s.tokens),
+                "temperature": s.temperature,
+                "avg_logprob": s.avg_logprob,
+                "compression_ratio": s.compression_ratio,
+                "no_speech_prob": s.no_speech_prob if s.no_speech_prob is not None else 0.0,
+            }
+            for s in result.segments
+        ]
+        return body
 
     # -- models, health, metrics ----------------------------------------------------------------
     @app.get("/v1/models")

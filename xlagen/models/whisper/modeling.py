@@ -506,6 +506,57 @@ class TFWhisperForConditionalGeneration(Seq2SeqLMTraining, TFPreTrainedModel):
 
         return self._aux_programs.get("first_logits", run)
 
+    # -- word alignment (xlagen.models.whisper.alignment) ------------------------------------------
+    @property
+    def alignment_heads(self) -> tuple[tuple[int, int], ...]:
+        """The (decoder layer, head) pairs whose cross-attention follows the speech in time: the
+        generation config's ``alignment_heads``, else every head of the last half of the layers."""
+        from xlagen.models.whisper.alignment import alignment_heads
+
+        return alignment_heads(self)
+
+    def alignment_outputs(self, hidden, ids, heads, text_vocab: int) -> tuple[tf.Tensor, tf.Tensor]:
+        """A teacher-forced decoder pass over ``ids`` [B, T] on the encoder output ``hidden``.
+
+        Returns the cross-attention scores [B, len(heads), T, positions] of ``heads`` ((layer, head)
+        pairs; scaled, before the softmax) and the probability [B, T] of each next token among the
+        first ``text_vocab`` tokens (the reference's text-token probabilities; 0 at the last
+        position and where the next token is not a text token)."""
+        ids = tf.cast(ids, tf.int32)
+        b, t = shape_list(ids)
+        h = self._embed(ids, tf.broadcast_to(tf.range(t)[None, :], [b, t]))
+        allowed = causal_allowed(tf.ones([b, t], tf.int32), 0, t)
+        picked: dict[tuple[int, int], tf.Tensor] = {}
+        for index, layer in enumerate(self.decoder_layers):
+            kv = layer.encoder_attn.key_value(hidden)
+            wanted = [head for lay, head in heads if lay == index]
+            if wanted:
+                h, _, scores = layer(h, allowed, kv, return_cross_scores=True)
+                picked.update({(index, head): scores[:, head] for head in wanted})
+            else:
+                h, _ = layer(h, allowed, kv)
+        weights = tf.stack([picked[(lay, head)] for lay, head in heads], axis=1)
+        head_weight = self.embed_tokens if self.proj_out is None else self.proj_out_w
+        logprobs = tf.nn.log_softmax(linear(self.decoder_norm(h), head_weight[:text_vocab]), axis=-1)
+        following = ids[:, 1:]
+        text = following < text_vocab
+        probs = tf.exp(
+            tf.gather(logprobs[:, :-1], tf.where(text, following, 0)[..., None], batch_dims=2)[..., 0]
+        )
+        probs = tf.concat([tf.where(text, probs, 0.0), tf.zeros([b, 1], probs.dtype)], axis=1)
+        return weights, probs
+
+    def _compiled_alignment(self, hidden, ids, heads, text_vocab: int) -> tuple[tf.Tensor, tf.Tensor]:
+        """``alignment_outputs`` as an XLA program of its own (one per heads, vocabulary and shape):
+        normal decoding never runs it. Callers pad ``ids`` to a few fixed lengths (causal
+        attention: padding after the tokens changes nothing before it)."""
+        heads = tuple((int(lay), int(head)) for lay, head in heads)
+        program = self._aux_programs.get(
+            ("alignment", heads, int(text_vocab)),
+            lambda hid, tok: self.alignment_outputs(hid, tok, heads, text_vocab),
+        )
+        return program(tf.convert_to_tensor(hidden, tf.float32), tf.convert_to_tensor(ids, tf.int32))
+
     def decoder_prompt_ids(
         self,
         generation_config: GenerationConfig | None = None,

@@ -41,6 +41,8 @@ import numpy as np
 import tensorflow as tf
 
 from xlagen.generation.buckets import Buckets
+from xlagen.models.whisper import alignment
+from xlagen.models.whisper.alignment import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, Word
 from xlagen.models.whisper.decoding import (
     FRAMES_PER_TIMESTAMP,
     TIME_PRECISION,
@@ -82,6 +84,7 @@ class Segment:
     compression_ratio: float = 0.0
     no_speech_prob: float | None = None
     temperature: float = 0.0
+    words: list[Word] | None = None  # with word_timestamps=True
 
 
 @dataclass
@@ -95,24 +98,36 @@ class TranscriptionResult:
     language_probability: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain data; a segment has ``words`` only when word timestamps were computed."""
+        out = dataclasses.asdict(self)
+        for segment in out["segments"]:
+            if segment["words"] is None:
+                del segment["words"]
+        return out
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
 
-    def to_srt(self) -> str:
-        """SubRip subtitles: one numbered cue per segment."""
+    def _cues(self, word_level: bool) -> list[tuple[float, float, str]]:
+        if not word_level:
+            return [(s.start, s.end, s.text.strip()) for s in self.segments]
+        if any(s.words is None for s in self.segments):
+            raise ValueError("word-level cues need word timestamps: transcribe with word_timestamps=True")
+        return [(w.start, w.end, w.word.strip()) for s in self.segments for w in s.words or ()]
+
+    def to_srt(self, word_level: bool = False) -> str:
+        """SubRip subtitles: one numbered cue per segment (per word with ``word_level``)."""
         cues = [
-            f"{i}\n{format_timestamp(s.start, ',')} --> {format_timestamp(s.end, ',')}\n{s.text.strip()}\n"
-            for i, s in enumerate(self.segments, 1)
+            f"{i}\n{format_timestamp(a, ',')} --> {format_timestamp(b, ',')}\n{text}\n"
+            for i, (a, b, text) in enumerate(self._cues(word_level), 1)
         ]
         return "\n".join(cues)
 
-    def to_vtt(self) -> str:
-        """WebVTT subtitles."""
+    def to_vtt(self, word_level: bool = False) -> str:
+        """WebVTT subtitles (one cue per word with ``word_level``)."""
         cues = [
-            f"{format_timestamp(s.start)} --> {format_timestamp(s.end)}\n{s.text.strip()}\n"
-            for s in self.segments
+            f"{format_timestamp(a)} --> {format_timestamp(b)}\n{text}\n"
+            for a, b, text in self._cues(word_level)
         ]
         return "\n".join(["WEBVTT\n", *cues])
 
@@ -270,6 +285,40 @@ class WhisperPipeline:
         probs /= probs.sum()
         best = int(np.argmax(probs))
         return langs[best][0], float(probs[best]), {code: float(p) for (code, _), p in zip(langs, probs)}
+
+    # -- word timestamps (xlagen.models.whisper.alignment) --------------------------------------------
+    @property
+    def alignment_heads(self) -> tuple[tuple[int, int], ...]:
+        """The model's (decoder layer, head) pairs used to align words (``model.alignment_heads``)."""
+        return self.model.alignment_heads
+
+    def check_word_timestamps(self) -> None:
+        """Raise ``ValueError`` when this model cannot give word timestamps (no ``<|notimestamps|>`` /
+        timestamp tokens in its vocabulary, or alignment heads it does not have)."""
+        if self.tokens.no_timestamps is None or self.tokens.timestamp_begin is None:
+            raise ValueError(
+                "word timestamps need a Whisper vocabulary with timestamp tokens (<|notimestamps|>, "
+                "<|0.00|>...); this model has none, so its words cannot be aligned"
+            )
+        _ = self.alignment_heads  # validated against the decoder's layers and heads
+
+    def _add_words(
+        self,
+        hidden: tf.Tensor,
+        windows: list[list[alignment.SegmentSpan]],
+        sizes: list[int],
+        offsets: list[float],
+        language: str,
+        task: str,
+        last_speech: float,
+        punctuations: tuple[str, str],
+    ) -> float:
+        """Words of every segment of the windows (one encoder row each), one alignment call for all."""
+        sot_sequence = decoder_prompt(self.tokens, language, task, timestamps=True)
+        return alignment.add_word_timestamps(
+            self.model, self.tokenizer, hidden, windows, offsets, sizes, sot_sequence, self.tokens.eot,
+            self.tokens.no_timestamps, language, *punctuations, last_speech, self.alignment_heads,
+        )  # fmt: skip
 
     def _generate(self, hidden: tf.Tensor, prompts: list[list[int]], timestamps: bool, **options: Any):
         model = self.model
@@ -451,6 +500,9 @@ class WhisperPipeline:
         batch_size: int = 1,
         seed: int = 0,
         progress: bool = False,
+        word_timestamps: bool = False,
+        prepend_punctuations: str = PREPEND_PUNCTUATIONS,
+        append_punctuations: str = APPEND_PUNCTUATIONS,
     ) -> TranscriptionResult:
         """Transcribe ``audio`` (a file path, bytes, or samples at ``sampling_rate``, 16 kHz by default).
 
@@ -469,6 +521,11 @@ class WhisperPipeline:
         the task / start-of-* / no-speech tokens are always suppressed), ``suppress_blank`` (no blank
         or end of text first), ``repetition_penalty``, ``no_repeat_ngram_size``, ``max_new_tokens`` per
         window (default: half the decoder's positions).
+
+        ``word_timestamps``: each segment gets its ``words`` (cross-attention alignment, see
+        ``xlagen.models.whisper.alignment``), punctuation in ``prepend_punctuations`` /
+        ``append_punctuations`` joined to the next / previous word; with timestamps the next window
+        then starts at the last word's end, as faster-whisper does.
         """
         _check_positive("beam_size", beam_size)
         _check_positive("best_of", best_of)
@@ -488,6 +545,9 @@ class WhisperPipeline:
                 not isinstance(value, int | float) or isinstance(value, bool) or value != value
             ):
                 raise ValueError(f"{name} must be a number or None (no check), got {value!r}")
+        if word_timestamps:
+            self.check_word_timestamps()
+        punctuations = (prepend_punctuations, append_punctuations)
         samples = _as_audio(audio, sampling_rate)
         duration = len(samples) / SAMPLING_RATE
         if task not in ("transcribe", "translate"):
@@ -503,8 +563,9 @@ class WhisperPipeline:
         )
         if batch_size > 1:
             return self._transcribe_chunked(
-                samples, mel, language, task, beam_size, timestamps, batch_size, progress
-            )
+                samples, mel, language, task, beam_size, timestamps, batch_size, progress,
+                punctuations if word_timestamps else None,
+            )  # fmt: skip
 
         language_probability = None
         first_hidden = None
@@ -533,6 +594,7 @@ class WhisperPipeline:
         seek = 0
         bar = _progress_bar(duration, progress)
         window_index = 0
+        last_speech = 0.0  # end of the last word so far (word timestamps)
         # Without timestamps there is nothing to seek by: cut the audio at its quiet points instead.
         cut_frames = [b // HOP_LENGTH for _, b in self._chunks(samples)] if not timestamps else []
         prepared: dict[
@@ -606,7 +668,17 @@ class WhisperPipeline:
             else:
                 seek += size
                 spans = [(offset, offset + window_duration, decoded.tokens)]
-            for t0, t1, toks in spans:
+            words: list[list[Word] | None] = [None] * len(spans)
+            if word_timestamps:
+                found = [alignment.SegmentSpan(t0, t1, list(toks)) for t0, t1, toks in spans]
+                self._add_words(hidden, [found], [size], [offset], language, task, last_speech, punctuations)
+                spans, words = [(f.start, f.end, f.tokens) for f in found], [f.words for f in found]
+                end = alignment.words_end(found)
+                if end is not None:
+                    last_speech = end
+                    if timestamps and not split.single_ending and end > offset:  # seek to the last word
+                        seek = max(previous_seek + 1, round(end * SAMPLING_RATE / HOP_LENGTH))
+            for (t0, t1, toks), segment_words in zip(spans, words):
                 text = self._text(toks)
                 if t0 == t1 or not text.strip():
                     continue
@@ -622,6 +694,7 @@ class WhisperPipeline:
                         compression_ratio=decoded.compression_ratio,
                         no_speech_prob=decoded.no_speech_prob,
                         temperature=decoded.temperature,
+                        words=segment_words,
                     )
                 )
             if not condition_on_previous_text or decoded.temperature > prompt_reset_on_temperature:
@@ -712,6 +785,7 @@ class WhisperPipeline:
         timestamps: bool,
         batch_size: int,
         progress: bool,
+        punctuations: tuple[str, str] | None = None,
     ) -> TranscriptionResult:
         duration = len(samples) / SAMPLING_RATE
         chunks = self._chunks(samples)
@@ -733,7 +807,10 @@ class WhisperPipeline:
                 language, language_probability, _ = self.detect_language(hidden[:1])
             prompt = decoder_prompt(self.tokens, language, task, timestamps=timestamps)
             decoded = self._attempt(hidden, [prompt] * len(group), timestamps, 0.0, beam_size, 1, 1.0, (0, 0))
+            chunk_spans = []
+            scores = []  # per chunk: its segments' avg_logprob, no_speech_prob, compression_ratio
             for (a, b), (tokens, avg, no_speech) in zip(group, decoded):
+                scores.append((avg, no_speech, compression_ratio(self._text(tokens).strip())))
                 offset = a / SAMPLING_RATE
                 chunk_end = b / SAMPLING_RATE
                 if timestamps:
@@ -751,14 +828,22 @@ class WhisperPipeline:
                         spans.append((max(t0, spans[-1][1]), chunk_end, split.unfinished))
                 else:
                     spans = [(offset, chunk_end, tokens)]
-                for t0, t1, toks in spans:
-                    text = self._text(toks)
+                chunk_spans.append(
+                    [alignment.SegmentSpan(t0, min(t1, chunk_end), list(t)) for t0, t1, t in spans]
+                )
+            if punctuations is not None:  # word timestamps: all chunks of the batch aligned in one call
+                sizes = [min(self.frames, (b - a) // HOP_LENGTH) for a, b in group]
+                offsets = [a / SAMPLING_RATE for a, _ in group]
+                self._add_words(hidden, chunk_spans, sizes, offsets, language, task, 0.0, punctuations)
+            for spans, (avg, no_speech, ratio) in zip(chunk_spans, scores):
+                for span in spans:
+                    text = self._text(span.tokens)
                     if not text.strip():
                         continue
                     segments.append(
-                        Segment(id=len(segments), start=round(t0, 3), end=round(min(t1, chunk_end), 3), text=text,
-                                tokens=list(toks), avg_logprob=avg, no_speech_prob=no_speech,
-                                compression_ratio=compression_ratio(self._text(tokens).strip()))
+                        Segment(id=len(segments), start=round(span.start, 3), end=round(span.end, 3), text=text,
+                                tokens=span.tokens, words=span.words if punctuations is not None else None,
+                                avg_logprob=avg, no_speech_prob=no_speech, compression_ratio=ratio)
                     )  # fmt: skip
             if bar is not None:
                 bar.update(min(duration, group[-1][1] / SAMPLING_RATE) - bar.n)
