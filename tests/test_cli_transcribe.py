@@ -175,3 +175,52 @@ def test_transcribe_word_timestamps(default_model, capsys, monkeypatch):
     monkeypatch.setattr(pipeline, "tokens", dataclasses.replace(pipeline.tokens, no_timestamps=None))
     assert main(["transcribe", str(SAMPLE), "--word-timestamps", "--format", "json"]) == 2
     assert "word timestamps need a Whisper vocabulary with timestamp tokens" in capsys.readouterr().err
+
+
+def test_transcribe_vad(default_model, capsys, tmp_path):
+    """``--vad``: the speech only, times in the original file (here 20 s of noise, then the sample)."""
+    pytest.importorskip("faster_whisper.vad")
+    import numpy as np
+    import soundfile
+
+    from xlagen.audio import load_audio
+
+    rng = np.random.default_rng(0)
+    audio = np.concatenate([np.zeros(20 * 16000, np.float32), load_audio(SAMPLE)])
+    audio += rng.normal(0, 0.003, len(audio)).astype(np.float32)
+    path = tmp_path / "late.wav"
+    soundfile.write(path, audio, 16000)
+    assert main(["transcribe", str(path), "--vad", "--timestamps", "--vad-min-silence-ms", "500"]) == 0
+    line = capsys.readouterr().out.strip()
+    start, end = (float(t.split(":")[-1]) for t in line[1:].split("]")[0].split(" --> "))
+    assert line.endswith(f"] {TEXT}") and 19.4 <= start <= 20.5 and 23.0 <= end <= 24.0, line
+    assert main(["transcribe", str(path), "--vad", "--batch-size", "4"]) == 0
+    assert capsys.readouterr().out == TEXT + "\n"
+
+
+def test_transcribe_vad_errors(capsys, monkeypatch):
+    """Bad --vad-* values are usage errors naming the option, found before the model loads."""
+    import sys
+
+    import xlagen.models.whisper.transcribe as whisper
+
+    monkeypatch.setattr(whisper, "get_pipeline", lambda *a, **k: pytest.fail("model loaded"))
+    for args, message in [
+        (["--vad-threshold", "0.4"], "--vad-threshold needs --vad"),
+        (
+            ["--vad-threshold", "0.4", "--vad-speech-pad-ms", "10"],
+            "--vad-threshold, --vad-speech-pad-ms need --vad",
+        ),
+        (["--vad", "--vad-threshold", "1.5"], "--vad-threshold must be a number in [0, 1], got 1.5"),
+        (["--vad", "--vad-min-silence-ms", "-1"], "--vad-min-silence-ms must be a number >= 0, got -1"),
+        (["--vad", "--vad-max-speech-s", "0"], "--vad-max-speech-s must be a number > 0, got 0.0"),
+        (
+            ["--vad", "--vad-threshold", "0.3", "--vad-neg-threshold", "0.5"],
+            "--vad-neg-threshold (0.5) must not",
+        ),
+    ]:
+        assert main(["transcribe", str(SAMPLE), *args]) == 2
+        assert f"xlagen: error: {message}" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "faster_whisper.vad", None)  # the extra not installed
+    assert main(["transcribe", str(SAMPLE), "--vad"]) == 2
+    assert "pip install 'xlagen[vad]'" in capsys.readouterr().err

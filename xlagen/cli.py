@@ -169,6 +169,41 @@ def _threshold(text: str) -> float | None:
     return value
 
 
+# ``xlagen transcribe --vad-*`` options: the VadOptions field each sets.
+_VAD_FLAGS = {
+    "threshold": "--vad-threshold",
+    "neg_threshold": "--vad-neg-threshold",
+    "min_speech_duration_ms": "--vad-min-speech-ms",
+    "max_speech_duration_s": "--vad-max-speech-s",
+    "min_silence_duration_ms": "--vad-min-silence-ms",
+    "speech_pad_ms": "--vad-speech-pad-ms",
+}
+
+
+def _vad_parameters(args: argparse.Namespace) -> dict[str, float] | None:
+    """The ``--vad-*`` values given, checked (a ``ValueError`` names the option), or None."""
+    given = {name: getattr(args, "vad_" + name) for name in _VAD_FLAGS}
+    given = {name: value for name, value in given.items() if value is not None}
+    if given and not args.vad:
+        flags = [_VAD_FLAGS[name] for name in given]
+        raise ValueError(f"{', '.join(flags)} need{'s' if len(flags) == 1 else ''} --vad")
+    if not args.vad:
+        return None
+    from xlagen.audio.vad import require_silero, vad_options
+
+    try:
+        vad_options(given)
+    except ValueError as e:
+        message = str(e).removeprefix("vad_parameters: ")
+        for name, flag in _VAD_FLAGS.items():
+            if message.startswith(name + " ") or message.startswith(name + ")"):
+                message = flag + message[len(name) :]
+                break
+        raise ValueError(message) from None
+    require_silero()  # a missing extra is reported before the model loads
+    return given or None
+
+
 def cmd_transcribe(args: argparse.Namespace) -> int:
     """Transcribe each file; a file that cannot be read or decoded is reported and skipped.
 
@@ -191,6 +226,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     for option in ("beam_size", "batch_size", "best_of"):
         if getattr(args, option) < 1:
             raise ValueError(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
+    args.vad_parameters = _vad_parameters(args)  # checked before the model loads
     failures: dict[str, str] = {}
 
     def fail(name: str, reason: str) -> None:
@@ -260,6 +296,8 @@ def _transcribe_files(
         options["temperature"] = args.temperature
     if args.no_fallback:
         options["temperature"] = 0.0
+    if args.vad:
+        options.update(vad_filter=True, vad_parameters=args.vad_parameters)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     results = []
     for name in files:
@@ -451,8 +489,18 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--language", default=None, help="spoken language (multilingual models; default: detect)")
     tr.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
     tr.add_argument(
-        "--batch-size", type=int, default=1, help="> 1: cut long audio at pauses, decode windows together"
+        "--batch-size",
+        type=int,
+        default=1,
+        help="> 1: cut long audio at pauses, decode windows together"
+        " (with --vad: at the pauses VAD finds, as faster-whisper's batched pipeline does)",
     )
+    tr.add_argument("--vad", action="store_true", help="voice activity detection (Silero VAD, "
+                    "pip install 'xlagen[vad]'): decode the speech only, skip silence and noise")  # fmt: skip
+    for name, flag in _VAD_FLAGS.items():
+        kind = int if name.endswith("_ms") else float
+        tr.add_argument(flag, type=kind, default=None, dest="vad_" + name,
+                        help=f"with --vad: VAD {name} (faster-whisper's option)")  # fmt: skip
     tr.add_argument(
         "--condition-on-previous-text", action="store_true", help="prompt each window with the text so far"
     )
@@ -539,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         args.top_p = 1.0 if args.top_p_set is None else args.top_p_set
     try:
         return args.func(args)
-    except (ValueError, TypeError, OSError) as e:
+    except (ValueError, TypeError, OSError, ImportError) as e:
         print(f"xlagen: error: {e}", file=sys.stderr)
         return 2
 

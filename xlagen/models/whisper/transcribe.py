@@ -24,6 +24,15 @@ checks and retries then run per window, so the result is the window-by-window on
 
 ``batch_size`` > 1 switches to a chunked mode for throughput: the audio is cut into windows of at
 most 30 s at its quietest points, and the windows are decoded together, independently.
+
+``vad_filter=True`` (``xlagen.audio.vad``, extra ``xlagen[vad]``): Silero VAD finds the speech first;
+only the speech regions, joined, are decoded, and the times are mapped back. In the batched mode the
+regions are gathered into chunks (of at most 20 s, see ``xlagen.audio.vad``), as faster-whisper's
+``BatchedInferencePipeline`` does, and speech a chunk's decoding left out is decoded again. Off by
+default in both modes, although that pipeline has it on: it needs an optional dependency, results
+should not change with what is installed, and the batched mode works without it (faster-whisper's
+refuses audio over 30 s without VAD). With long silences or noise, turn it on: the batched mode
+without it writes "." segments into the silences and decodes them (``benchmarks/whisper_vad.py``).
 """
 
 from __future__ import annotations
@@ -503,6 +512,8 @@ class WhisperPipeline:
         word_timestamps: bool = False,
         prepend_punctuations: str = PREPEND_PUNCTUATIONS,
         append_punctuations: str = APPEND_PUNCTUATIONS,
+        vad_filter: bool = False,
+        vad_parameters: Any = None,
     ) -> TranscriptionResult:
         """Transcribe ``audio`` (a file path, bytes, or samples at ``sampling_rate``, 16 kHz by default).
 
@@ -526,6 +537,11 @@ class WhisperPipeline:
         ``xlagen.models.whisper.alignment``), punctuation in ``prepend_punctuations`` /
         ``append_punctuations`` joined to the next / previous word; with timestamps the next window
         then starts at the last word's end, as faster-whisper does.
+
+        ``vad_filter``: decode only the speech found by Silero VAD (``xlagen.audio.vad``; needs
+        ``pip install 'xlagen[vad]'``), times mapped back to ``audio``; in the batched mode the chunks
+        are then the speech regions gathered into chunks, as faster-whisper's batched pipeline cuts them.
+        ``vad_parameters``: a dict (or ``VadOptions``) of faster-whisper's VAD options.
         """
         _check_positive("beam_size", beam_size)
         _check_positive("best_of", best_of)
@@ -548,10 +564,23 @@ class WhisperPipeline:
         if word_timestamps:
             self.check_word_timestamps()
         punctuations = (prepend_punctuations, append_punctuations)
-        samples = _as_audio(audio, sampling_rate)
-        duration = len(samples) / SAMPLING_RATE
         if task not in ("transcribe", "translate"):
             raise ValueError(f"task must be 'transcribe' or 'translate', got {task!r}")
+        samples = _as_audio(audio, sampling_rate)
+        speech = vad_chunks = None
+        if vad_filter:  # voice activity detection: transcribe the speech only, then map the times back
+            from xlagen.audio.vad import speech_only
+
+            original_duration = len(samples) / SAMPLING_RATE
+            speech, samples, vad_chunks = speech_only(
+                samples, vad_parameters, batch_size > 1, self.window_seconds
+            )
+            if not len(samples):
+                language = language if self.tokens.multilingual else "en"
+                return TranscriptionResult("", [], language or "", original_duration)
+        elif vad_parameters is not None:
+            raise ValueError("vad_parameters given without vad_filter=True")
+        duration = len(samples) / SAMPLING_RATE
         mel = self.features(samples)
         content = mel.shape[-1]
         max_initial = None
@@ -562,10 +591,12 @@ class WhisperPipeline:
             suppress_blank, suppress_tokens, repetition_penalty, no_repeat_ngram_size, max_new_tokens
         )
         if batch_size > 1:
-            return self._transcribe_chunked(
+            result = self._transcribe_chunked(
                 samples, mel, language, task, beam_size, timestamps, batch_size, progress,
-                punctuations if word_timestamps else None,
+                punctuations if word_timestamps else None, vad_chunks,
+                speech.joined_starts if speech is not None else (),
             )  # fmt: skip
+            return speech.restore(result, original_duration) if speech is not None else result
 
         language_probability = None
         first_hidden = None
@@ -703,7 +734,8 @@ class WhisperPipeline:
         if bar is not None:
             bar.close()
         text = "".join(s.text for s in segments)
-        return TranscriptionResult(text, segments, language, duration, language_probability)
+        result = TranscriptionResult(text, segments, language, duration, language_probability)
+        return speech.restore(result, original_duration) if speech is not None else result
 
     __call__ = transcribe
 
@@ -786,22 +818,32 @@ class WhisperPipeline:
         batch_size: int,
         progress: bool,
         punctuations: tuple[str, str] | None = None,
+        chunks: list[tuple[int, int]] | None = None,
+        borders: Sequence[int] = (),
     ) -> TranscriptionResult:
         duration = len(samples) / SAMPLING_RATE
-        chunks = self._chunks(samples)
+        # VAD speech chunks (given, ``borders``: where each speech region starts): each one's own features,
+        # as faster-whisper's batched pipeline computes them, and the speech regions a chunk's decoding
+        # stopped before (tiny.en often leaves out the last sentence of a full chunk) decoded again.
+        speech_chunks = chunks is not None
+        pending = list(chunks) if speech_chunks else self._chunks(samples)
         segments: list[Segment] = []
         bar = _progress_bar(duration, progress)
         language_probability = None
         if not self.tokens.multilingual:
             language = "en"
-        for first in range(0, len(chunks), batch_size):
-            group = chunks[first : first + batch_size]
-            windows = np.stack(
-                [
-                    self._window(mel, a // HOP_LENGTH, min(self.frames, (b - a) // HOP_LENGTH))
-                    for a, b in group
-                ]
-            )
+        while pending:
+            group, pending = pending[:batch_size], pending[batch_size:]
+            if speech_chunks:
+                features = [self.features(samples[a:b]) for a, b in group]
+                windows = np.stack([self._window(f, 0, min(self.frames, f.shape[-1])) for f in features])
+            else:
+                windows = np.stack(
+                    [
+                        self._window(mel, a // HOP_LENGTH, min(self.frames, (b - a) // HOP_LENGTH))
+                        for a, b in group
+                    ]
+                )
             hidden = self.encode(windows)
             if language is None:
                 language, language_probability, _ = self.detect_language(hidden[:1])
@@ -825,7 +867,17 @@ class WhisperPipeline:
                     ]
                     if split.unfinished:  # no next window decodes it again: it runs to the chunk's end
                         t0 = offset + (split.unfinished[0] - self.tokens.timestamp_begin) * TIME_PRECISION
-                        spans.append((max(t0, spans[-1][1]), chunk_end, split.unfinished))
+                        spans.append((max(t0, spans[-1][1]) if spans else t0, chunk_end, split.unfinished))
+                    said = [(t0, t1) for t0, t1, toks in spans if self._text(toks).strip()]
+                    # left out: a region after the last segment's start, near or after its end
+                    if speech_chunks and said:
+                        last = [a + round((t - offset) * SAMPLING_RATE) for t in said[-1]]
+                        left_out = [
+                            r for r in borders
+                            if max(last[0] + 0.4 * SAMPLING_RATE, last[1] - SAMPLING_RATE) <= r < b - SAMPLING_RATE
+                        ]  # fmt: skip
+                        if left_out:  # (Whisper's segment borders are loose: 0.4 s, 1 s)
+                            pending.append((left_out[0], b))
                 else:
                     spans = [(offset, chunk_end, tokens)]
                 chunk_spans.append(
@@ -846,9 +898,12 @@ class WhisperPipeline:
                                 avg_logprob=avg, no_speech_prob=no_speech, compression_ratio=ratio)
                     )  # fmt: skip
             if bar is not None:
-                bar.update(min(duration, group[-1][1] / SAMPLING_RATE) - bar.n)
+                bar.update(max(0, min(duration, group[-1][1] / SAMPLING_RATE) - bar.n))
         if bar is not None:
             bar.close()
+        segments.sort(key=lambda s: s.start)  # speech decoded again comes after its chunk's batch
+        for i, segment in enumerate(segments):
+            segment.id = i
         text = "".join(s.text for s in segments)
         return TranscriptionResult(text, segments, language or "en", duration, language_probability)
 

