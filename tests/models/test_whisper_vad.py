@@ -5,6 +5,7 @@ next to faster-whisper 1.2.1 on the same audio (its outputs stored by ``benchmar
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from types import SimpleNamespace
@@ -132,7 +133,12 @@ def test_batched_vad_matches_faster_whisper(pipeline, recording):
     audio, _, _ = recording
     calls = []
     chunked = pipeline._transcribe_chunked
-    pipeline._transcribe_chunked = lambda *a: calls.append(a[8]) or chunked(*a)  # the chunks
+
+    def spy(*args, **kwargs):
+        calls.append(inspect.signature(chunked).bind(*args, **kwargs).arguments["chunks"])
+        return chunked(*args, **kwargs)
+
+    pipeline._transcribe_chunked = spy
     try:
         result = pipeline.transcribe(audio, vad_filter=True, batch_size=4)
     finally:
@@ -173,9 +179,9 @@ def test_batched_vad_decodes_speech_left_out(pipeline, recording):
         out = attempt(hidden, prompts, *args)
         calls.append(len(prompts))
         if len(calls) == 1:  # keep the first segment: <|t0|> text <|t1|>
-            tokens, avg = out[0]
+            tokens, *scores = out[0]
             stamps = [i for i, t in enumerate(tokens) if t >= pipeline.tokens.timestamp_begin]
-            out[0] = (tokens[: stamps[1] + 1], avg)
+            out[0] = (tokens[: stamps[1] + 1], *scores)
         return out
 
     pipeline._attempt = first_segment_only
@@ -188,3 +194,15 @@ def test_batched_vad_decodes_speech_left_out(pipeline, recording):
     fw = "".join(t for _, _, t in FASTER_WHISPER["batched_vad"])  # the rest decoded alone: a word may differ
     assert wer([fw], [result.text]) <= 0.1, result.text
     assert [w for w in normalize(result.text) if w in ("failure", "rain")] == ["failure", "rain", "failure"]
+
+
+def test_vad_word_timestamps(pipeline, recording):
+    """Words are mapped back too, each inside its clip; a segment spans its words."""
+    audio, spans, _ = recording
+    result = pipeline.transcribe(audio, vad_filter=True, word_timestamps=True)
+    assert len(result.segments) == 3
+    for segment, (start, end) in zip(result.segments, spans):
+        words = segment.words
+        assert (segment.start, segment.end) == (words[0].start, words[-1].end)
+        assert all(start - 0.5 <= w.start <= w.end <= end + 0.1 for w in words), (start, end, words)
+        assert all(a.end <= b.start + 1e-6 for a, b in zip(words, words[1:]))
