@@ -2,7 +2,6 @@
 off and on, and the batched VAD mode next to faster-whisper's ``BatchedInferencePipeline``.
 
     .venv/bin/python benchmarks/whisper_vad.py --faster-whisper ~/.cache/xlagen-bench/venvs/fw/bin/python
-    .venv/bin/python benchmarks/whisper_vad.py --write-reference PYTHON   # the tests' faster-whisper outputs
 
 The long-silence recording: the 12 short clips of the speech set, each after 15-20 s of low noise
 (seeded; Gaussian, standard deviation 0.003, also under the speech), ~4.5 minutes. Rows: xlagen's
@@ -27,8 +26,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-REFERENCE = Path(__file__).resolve().parent / "whisper_vad_faster_whisper.json"
 
 SAMPLING_RATE = 16000
 
@@ -112,25 +109,6 @@ FW_SEQUENTIAL = {"vad_filter": True, "condition_on_previous_text": False}
 FW_BATCHED = {"without_timestamps": False}  # VAD on: the batched pipeline's default
 
 
-def write_reference(python: str, model_dir: str) -> dict:
-    """faster-whisper's outputs on ``fixture_audio`` (sequential with VAD, batched), for the tests."""
-    audio, _, _ = fixture_audio()
-    with tempfile.TemporaryDirectory() as tmp:
-        np.save(f"{tmp}/audio.npy", audio)
-        jobs = [
-            {"audio": f"{tmp}/audio.npy", "options": FW_SEQUENTIAL},
-            {"audio": f"{tmp}/audio.npy", "options": FW_BATCHED, "batch_size": 4},
-        ]
-        sequential, batched = run_faster_whisper(python, model_dir, jobs)
-    reference = {
-        "audio_sum": float(np.abs(audio).sum()),
-        "sequential_vad": sequential["segments"],
-        "batched_vad": batched["segments"],
-    }
-    REFERENCE.write_text(json.dumps(reference, indent=1) + "\n")
-    return reference
-
-
 def speech_set_audio(seed: int = 0) -> tuple[np.ndarray, list[tuple[float, float]], str]:
     """The 12 short clips of the speech set after 15-20 s of noise each: audio, spans, transcript."""
     from benchmarks.whisper_wer import DATA, manifest
@@ -151,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--faster-whisper", metavar="PYTHON", help="also run faster-whisper in this interpreter"
     )
-    parser.add_argument("--write-reference", metavar="PYTHON", help="write the tests' faster-whisper outputs")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
@@ -160,10 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     from xlagen.models.whisper.transcribe import WhisperPipeline, default_model_path
 
     model_dir = str(args.model or default_model_path())
-    if args.write_reference:
-        write_reference(args.write_reference, model_dir)
-        print(f"wrote {REFERENCE}")
-        return 0
     audio, spans, truth = speech_set_audio()
     long_audio = None
     from xlagen.audio import load_audio

@@ -1,26 +1,26 @@
 """Voice activity detection (``xlagen.audio.vad``, ``transcribe(vad_filter=True)``): speech separated by
 long noisy silences is transcribed without text in the silences, times mapped back to the recording,
-next to faster-whisper 1.2.1 on the same audio (its outputs stored by ``benchmarks/whisper_vad.py
---write-reference``)."""
+next to faster-whisper 1.2.1 run on the same audio and weights (``benchmarks/whisper_vad.py``'s jobs, in
+a child process of this interpreter)."""
 
 from __future__ import annotations
 
 import inspect
 import json
 import sys
+import tempfile
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from benchmarks.whisper_vad import REFERENCE, fixture_audio, silence_stats
+from benchmarks.whisper_vad import FW_BATCHED, FW_SEQUENTIAL, fixture_audio, run_faster_whisper, silence_stats
 from benchmarks.whisper_wer import REFERENCE as CLEAN_REFERENCE
 from benchmarks.whisper_wer import normalize, wer
 from xlagen.audio.vad import SpeechMap, VadOptions, speech_chunks, speech_regions, vad_options
-from xlagen.models.whisper.transcribe import Segment, TranscriptionResult, get_pipeline
+from xlagen.models.whisper.transcribe import Segment, TranscriptionResult, default_model_path, get_pipeline
 
 pytest.importorskip("faster_whisper.vad")
-FASTER_WHISPER = json.loads(REFERENCE.read_text())  # faster-whisper 1.2.1 on fixture_audio()
 CLEAN = json.loads(CLEAN_REFERENCE.read_text())  # faster-whisper 1.2.1 on each clip alone
 
 
@@ -32,9 +32,21 @@ def pipeline():
 
 @pytest.fixture(scope="module")
 def recording():
-    audio, spans, names = fixture_audio()
-    assert float(np.abs(audio).sum()) == pytest.approx(FASTER_WHISPER["audio_sum"], rel=1e-5)
-    return audio, spans, names
+    return fixture_audio()
+
+
+@pytest.fixture(scope="module")
+def faster_whisper(pipeline, recording) -> dict:
+    """faster-whisper 1.2.1's segments on the recording: ``WhisperModel.transcribe(vad_filter=True)``
+    and ``BatchedInferencePipeline`` (batch 4, VAD on), greedy, language en."""
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(f"{tmp}/audio.npy", recording[0])
+        jobs = [
+            {"audio": f"{tmp}/audio.npy", "options": FW_SEQUENTIAL},
+            {"audio": f"{tmp}/audio.npy", "options": FW_BATCHED, "batch_size": 4},
+        ]
+        sequential, batched = run_faster_whisper(sys.executable, str(default_model_path()), jobs)
+    return {"sequential_vad": sequential["segments"], "batched_vad": batched["segments"]}
 
 
 def test_speech_map_and_chunks():
@@ -119,15 +131,15 @@ def _check_against_faster_whisper(result, reference, recording):
     assert [w for w in normalize(result.text) if w in ("failure", "rain")] == ["failure", "rain", "failure"]
 
 
-def test_vad_transcription_matches_faster_whisper(pipeline, recording):
+def test_vad_transcription_matches_faster_whisper(pipeline, recording, faster_whisper):
     """``vad_filter=True`` (greedy, the default recipe) as faster-whisper's ``WhisperModel.transcribe(
     vad_filter=True, condition_on_previous_text=False, beam_size=1)``."""
     audio, _, _ = recording
     result = pipeline.transcribe(audio, vad_filter=True)
-    _check_against_faster_whisper(result, FASTER_WHISPER["sequential_vad"], recording)
+    _check_against_faster_whisper(result, faster_whisper["sequential_vad"], recording)
 
 
-def test_batched_vad_matches_faster_whisper(pipeline, recording):
+def test_batched_vad_matches_faster_whisper(pipeline, recording, faster_whisper):
     """``batch_size`` > 1 with VAD as faster-whisper's ``BatchedInferencePipeline`` (VAD on, its
     default; ``without_timestamps=False`` as xlagen's default)."""
     audio, _, _ = recording
@@ -144,7 +156,7 @@ def test_batched_vad_matches_faster_whisper(pipeline, recording):
     finally:
         del pipeline._transcribe_chunked
     assert len(calls[0]) == 1  # 13 s of speech: one chunk (the clips joined), not two 30 s windows
-    _check_against_faster_whisper(result, FASTER_WHISPER["batched_vad"], recording)
+    _check_against_faster_whisper(result, faster_whisper["batched_vad"], recording)
 
 
 def test_vad_no_speech_and_errors(pipeline, monkeypatch):
@@ -169,7 +181,7 @@ def test_restore_keeps_result_type():
     assert result.duration == 12.0
 
 
-def test_batched_vad_decodes_speech_left_out(pipeline, recording):
+def test_batched_vad_decodes_speech_left_out(pipeline, recording, faster_whisper):
     """A speech chunk whose decoding stops early (tiny.en often leaves out the last sentence of a full
     chunk) is decoded again from where it stopped: VAD says the rest is speech."""
     audio, _, _ = recording
@@ -191,7 +203,7 @@ def test_batched_vad_decodes_speech_left_out(pipeline, recording):
         del pipeline._attempt
     assert calls == [1, 1]
     assert [s.id for s in result.segments] == list(range(len(result.segments)))
-    fw = "".join(t for _, _, t in FASTER_WHISPER["batched_vad"])  # the rest decoded alone: a word may differ
+    fw = "".join(t for _, _, t in faster_whisper["batched_vad"])  # the rest decoded alone: a word may differ
     assert wer([fw], [result.text]) <= 0.1, result.text
     assert [w for w in normalize(result.text) if w in ("failure", "rain")] == ["failure", "rain", "failure"]
 
