@@ -22,6 +22,14 @@ def pipeline():
     return get_pipeline()
 
 
+@pytest.fixture(scope="module")
+def reference():
+    faster_whisper = pytest.importorskip("faster_whisper")
+    return faster_whisper.WhisperModel(
+        str(default_model_path()), device="cpu", compute_type="float32", cpu_threads=2
+    )
+
+
 def _clip() -> Path:
     return DATA / "dev_01.wav" if DATA.is_dir() else FIXTURES / "dev_09.wav"
 
@@ -36,13 +44,9 @@ def _clip() -> Path:
         {"no_repeat_ngram_size": 2, "suppress_tokens": [], "suppress_blank": False},
     ],
 )
-def test_prompts_match_faster_whisper(pipeline, options):
-    faster_whisper = pytest.importorskip("faster_whisper")
+def test_prompts_match_faster_whisper(pipeline, reference, options):
     from xlagen.audio import load_audio
 
-    reference = faster_whisper.WhisperModel(
-        str(default_model_path()), device="cpu", compute_type="float32", cpu_threads=2
-    )
     audio = load_audio(_clip())
     theirs, _ = reference.transcribe(
         audio, language="en", beam_size=1, condition_on_previous_text=False, temperature=0.0, **options
