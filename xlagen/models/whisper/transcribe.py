@@ -464,8 +464,8 @@ class WhisperPipeline:
         self._max_initial = max_initial
         if batch_size > 1:
             return self._transcribe_chunked(
-                samples, mel, language, task, beam_size, timestamps, batch_size, progress
-            )
+                [samples], [mel], language, task, beam_size, timestamps, batch_size, progress
+            )[0]
 
         language_probability = None
         first_hidden = None
@@ -606,38 +606,75 @@ class WhisperPipeline:
         chunks.append((start, len(samples)))
         return chunks
 
+    def transcribe_batch(
+        self,
+        audios: Sequence[Any],
+        *,
+        sampling_rate: int | None = None,
+        language: str | None = None,
+        task: str = "transcribe",
+        beam_size: int = 1,
+        timestamps: bool = True,
+        max_initial_timestamp: float | None = 1.0,
+        batch_size: int = 8,
+        progress: bool = False,
+    ) -> list[TranscriptionResult]:
+        """Transcribe several recordings at once, in the chunked mode of ``transcribe(batch_size=...)``:
+        the windows of all of them are decoded together, ``batch_size`` at a time, so short clips fill
+        a batch as well as long audio does (what ``xlagen batch transcribe`` runs). Result ``i`` is
+        ``transcribe(audios[i], batch_size=batch_size)``'s, up to the rounding of batched arithmetic."""
+        _check_positive("beam_size", beam_size)
+        _check_positive("batch_size", batch_size)
+        if task not in ("transcribe", "translate"):
+            raise ValueError(f"task must be 'transcribe' or 'translate', got {task!r}")
+        samples = [_as_audio(audio, sampling_rate) for audio in audios]
+        mels = [self.features(s) for s in samples]
+        self._max_initial = None
+        if max_initial_timestamp is not None:
+            self._max_initial = int(round(max_initial_timestamp / TIME_PRECISION))
+        return self._transcribe_chunked(
+            samples, mels, language, task, beam_size, timestamps, batch_size, progress
+        )
+
     def _transcribe_chunked(
         self,
-        samples: np.ndarray,
-        mel: np.ndarray,
+        samples: list[np.ndarray],
+        mels: list[np.ndarray],
         language: str | None,
         task: str,
         beam_size: int,
         timestamps: bool,
         batch_size: int,
         progress: bool,
-    ) -> TranscriptionResult:
-        duration = len(samples) / SAMPLING_RATE
-        chunks = self._chunks(samples)
-        segments: list[Segment] = []
-        bar = _progress_bar(duration, progress)
-        language_probability = None
+    ) -> list[TranscriptionResult]:
+        """The recordings ``samples`` (log-mel ``mels``) cut into windows at their quiet points; the windows
+        of all recordings decoded ``batch_size`` at a time, independently (no conditioning, no fallback)."""
+        durations = [len(s) / SAMPLING_RATE for s in samples]
+        windows = [(rec, a, b) for rec, s in enumerate(samples) for a, b in self._chunks(s)]
+        segments: list[list[Segment]] = [[] for _ in samples]
+        bar = _progress_bar(sum(durations), progress)
         if not self.tokens.multilingual:
             language = "en"
-        for first in range(0, len(chunks), batch_size):
-            group = chunks[first : first + batch_size]
-            windows = np.stack(
+        languages: list[str | None] = [language] * len(samples)
+        probabilities: list[float | None] = [None] * len(samples)
+        for first in range(0, len(windows), batch_size):
+            group = windows[first : first + batch_size]
+            stacked = np.stack(
                 [
-                    self._window(mel, a // HOP_LENGTH, min(self.frames, (b - a) // HOP_LENGTH))
-                    for a, b in group
+                    self._window(mels[rec], a // HOP_LENGTH, min(self.frames, (b - a) // HOP_LENGTH))
+                    for rec, a, b in group
                 ]
             )
-            hidden = self.encode(windows)
-            if language is None:
-                language, language_probability, _ = self.detect_language(hidden[:1])
-            prompt = decoder_prompt(self.tokens, language, task, timestamps=timestamps)
-            decoded = self._attempt(hidden, [prompt] * len(group), timestamps, 0.0, beam_size, 1, 1.0, (0, 0))
-            for (a, b), (tokens, _) in zip(group, decoded):
+            hidden = self.encode(stacked)
+            for row, (rec, _, _) in enumerate(group):
+                if languages[rec] is None:  # a recording's language, from its first window
+                    languages[rec], probabilities[rec], _ = self.detect_language(hidden[row : row + 1])
+            prompts = [
+                decoder_prompt(self.tokens, languages[rec], task, timestamps=timestamps)
+                for rec, _, _ in group
+            ]
+            decoded = self._attempt(hidden, prompts, timestamps, 0.0, beam_size, 1, 1.0, (0, 0))
+            for (rec, a, b), (tokens, _) in zip(group, decoded):
                 offset = a / SAMPLING_RATE
                 chunk_end = b / SAMPLING_RATE
                 if timestamps:
@@ -652,23 +689,26 @@ class WhisperPipeline:
                     ]
                     if split.unfinished:  # no next window decodes it again: it runs to the chunk's end
                         t0 = offset + (split.unfinished[0] - self.tokens.timestamp_begin) * TIME_PRECISION
-                        spans.append((max(t0, spans[-1][1]), chunk_end, split.unfinished))
+                        spans.append((max(t0, spans[-1][1]) if spans else t0, chunk_end, split.unfinished))
                 else:
                     spans = [(offset, chunk_end, tokens)]
                 for t0, t1, toks in spans:
                     text = self._text(toks)
                     if not text.strip():
                         continue
-                    segments.append(
-                        Segment(id=len(segments), start=round(t0, 3), end=round(min(t1, chunk_end), 3), text=text,
-                                tokens=list(toks))
+                    segments[rec].append(
+                        Segment(id=len(segments[rec]), start=round(t0, 3), end=round(min(t1, chunk_end), 3),
+                                text=text, tokens=list(toks))
                     )  # fmt: skip
-            if bar is not None:
-                bar.update(min(duration, group[-1][1] / SAMPLING_RATE) - bar.n)
+                if bar is not None:
+                    bar.update((b - a) / SAMPLING_RATE)
         if bar is not None:
             bar.close()
-        text = "".join(s.text for s in segments)
-        return TranscriptionResult(text, segments, language or "en", duration, language_probability)
+        return [
+            TranscriptionResult("".join(s.text for s in segs), segs, languages[rec] or "en", durations[rec],
+                                probabilities[rec])
+            for rec, segs in enumerate(segments)
+        ]  # fmt: skip
 
 
 def _check_positive(name: str, value: Any) -> None:
