@@ -279,6 +279,7 @@ def build(p: beam.Pipeline, job: BatchJob) -> None:
     errors.append(checked[ERRORS])
     batches = (
         checked.records
+        | "Keyed" >> beam.Map(lambda kv: kv).with_output_types(tuple[str, Any])
         | "BatchByBucket" >> beam.GroupIntoBatches(job.max_batch_size)
         | "DropBucket" >> beam.Values()
         | "AsList" >> beam.Map(list)
