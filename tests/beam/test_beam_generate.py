@@ -255,3 +255,12 @@ def test_two_worker_processes(gpt2_tokenizer_checkpoint, tmp_path):
         two = read_jsonl(sorted((tmp_path / "two").glob(f"{name}-*.jsonl")))
         key = lambda r: (str(r.get("id")), str(r.get("line")))  # noqa: E731
         assert sorted(one, key=key) == sorted(two, key=key)
+
+
+def test_missing_beam_is_a_clear_error(monkeypatch, capsys):
+    """Without Apache Beam, ``xlagen batch`` says which extra to install (``import xlagen`` never needs it)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "apache_beam", None)
+    assert main(["batch", "generate", "--input", "x.jsonl", "--output", "out"]) == 2
+    assert "pip install 'xlagen[beam]'" in capsys.readouterr().err
