@@ -17,6 +17,9 @@ work) and, where the runner measures it, ``run_s`` (work only, after load). The 
 on the first ``--loop-records`` prompts and its rate extrapolated. The xlagen systems share one
 persistent XLA cache; a first, untimed ``xlagen batch`` run fills it (its time is reported as the
 cold run), as a job's first worker would for the ones after it.
+
+PyTorch runs with ``OMP_WAIT_POLICY=PASSIVE``: on a 2-core machine shared with other jobs, OpenMP's
+spinning threads made Transformers' pipeline 25x slower (4 prompts: 210 s instead of ~17 s).
 """
 
 from __future__ import annotations
@@ -66,10 +69,13 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def measure(args: list[str], env: dict | None = None) -> dict:
-    """Run a command; its wall time, peak tree RSS, and the JSON its last stdout line holds (if any)."""
+def measure(args: list[str], env: dict | None = None, timeout: float | None = None) -> dict:
+    """Run a command; its wall time, peak tree RSS, and the JSON its last stdout line holds (if any).
+    Past ``timeout`` seconds the process group is killed and the result says ``timed_out``."""
     start = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
     peak = [0]
 
     def sample() -> None:
@@ -79,7 +85,17 @@ def measure(args: list[str], env: dict | None = None) -> dict:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    out, err = proc.communicate()
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.communicate()
+        sampler.join()
+        return {
+            "wall_s": round(time.perf_counter() - start, 2),
+            "peak_rss_mb": round(peak[0] / 2**20),
+            "timed_out": True,
+        }
     sampler.join()
     wall = time.perf_counter() - start
     if proc.returncode != 0:
@@ -286,6 +302,8 @@ def run_text(args, work: Path, cache: Path) -> list[dict]:
     def add(system: str, r: dict, note: str = "") -> None:
         r = {k: v for k, v in r.items() if not k.startswith("_") and k != "stderr_tail"}
         r.update(system=system, task="text", note=note)
+        if r.get("timed_out"):
+            r.update(records=0, note=f"timed out after {r['wall_s']:.0f} s (--peer-timeout): no figure")
         records, seconds = r["records"], r.get("run_s") or r["wall_s"]
         r["records_per_s"] = round(records / seconds, 3)
         r["tokens_per_s"] = round(r.get("new_tokens", records * NEW_TOKENS) / seconds, 1)
@@ -344,12 +362,14 @@ def run_text(args, work: Path, cache: Path) -> list[dict]:
     pt = VENVS / "pt" / "bin" / "python"
     if pt.exists():
         hf = measure(
-            [str(pt), "-c", _HF_PIPELINE, str(model), str(prompts), str(args.hf_records), str(args.hf_batch)]
+            [str(pt), "-c", _HF_PIPELINE, str(model), str(prompts), str(args.hf_records), str(args.hf_batch)],
+            {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},  # see the module docstring
+            timeout=args.peer_timeout,
         )
         add(
             f"Transformers 5 pipeline, batch_size={args.hf_batch}",
             hf,
-            f"first {hf['records']} prompts, torch 2 threads",
+            f"first {args.hf_records} prompts, torch 2 threads, OMP_WAIT_POLICY=PASSIVE",
         )
     return rows
 
@@ -449,6 +469,9 @@ def main(argv: list[str] | None = None) -> int:
         "--hf-records", type=int, default=64, help="prompts the Transformers pipeline is timed on"
     )
     parser.add_argument("--hf-batch", type=int, default=8)
+    parser.add_argument(
+        "--peer-timeout", type=float, default=300, help="seconds before the Transformers run is stopped"
+    )
     parser.add_argument("--audio-minutes", type=float, default=5.0, help="minutes of speech (the issue: 30)")
     parser.add_argument("--window-batch", type=int, default=8)
     parser.add_argument("--no-two-workers", dest="two_workers", action="store_false")
