@@ -243,18 +243,20 @@ def test_handler_with_plain_run_inference(gpt2_tokenizer_checkpoint):
 
 @pytest.mark.slow
 def test_two_worker_processes(gpt2_tokenizer_checkpoint, tmp_path):
-    """--workers 2: Beam's multi-processing mode gives the same results as the in-process run."""
+    """--workers 2 (Beam's multi-processing mode), also with one model shared by the worker processes
+    (--share-model), gives the same results as the in-process run."""
     path, _ = gpt2_tokenizer_checkpoint
     write_input(tmp_path / "in.jsonl", good_records(60, seed=2), bad=BAD[:3])
     base = ["batch", "generate", "--input", str(tmp_path / "in.jsonl"), "--model", str(path), "--no-progress"]
     base += ["--max-new-tokens", "4", "--batch-size", "8"]
     assert main([*base, "--output", str(tmp_path / "one")]) == 0
     assert main([*base, "--output", str(tmp_path / "two"), "--workers", "2"]) == 0
+    assert main([*base, "--output", str(tmp_path / "shared"), "--workers", "2", "--share-model"]) == 0
+    key = lambda r: (str(r.get("id")), str(r.get("line")))  # noqa: E731
     for name in ("results", "errors"):
-        one = read_jsonl(sorted((tmp_path / "one").glob(f"{name}-*.jsonl")))
-        two = read_jsonl(sorted((tmp_path / "two").glob(f"{name}-*.jsonl")))
-        key = lambda r: (str(r.get("id")), str(r.get("line")))  # noqa: E731
-        assert sorted(one, key=key) == sorted(two, key=key)
+        one = sorted(read_jsonl(sorted((tmp_path / "one").glob(f"{name}-*.jsonl"))), key=key)
+        for other in ("two", "shared"):
+            assert sorted(read_jsonl(sorted((tmp_path / other).glob(f"{name}-*.jsonl"))), key=key) == one
 
 
 def test_missing_beam_is_a_clear_error(monkeypatch, capsys):
