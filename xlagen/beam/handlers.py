@@ -125,8 +125,6 @@ class TextGenerator:
             self.model = _MODELS[key] = auto.from_pretrained(model_dir)
         self.tokenizer = self.preparer.tokenizer
         self.jit_compile = jit_compile
-        self.padded_tokens = 0  # prompt slots a batch padded (bucket rounding and shorter rows)
-        self.prompt_tokens = 0
 
     def generate_records(self, elements: Sequence[Any]) -> list[dict[str, Any]]:
         """Generate every record of ``elements``: records sharing a prompt bucket and options run as
@@ -158,14 +156,6 @@ class TextGenerator:
                 results[i] = out
         return results  # type: ignore[return-value]
 
-    def stats(self) -> dict[str, Any]:
-        """Compilations and padding so far (the benchmark's padding waste)."""
-        return {
-            **self.model.generation_stats(),
-            "prompt_tokens": self.prompt_tokens,
-            "padded_prompt_tokens": self.padded_tokens,
-        }
-
     def _generate(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         import numpy as np
 
@@ -181,8 +171,6 @@ class TextGenerator:
             cols = slice(0, n) if self.preparer.seq2seq else slice(width - n, width)
             ids[row, cols] = r["input_ids"]
             mask[row, cols] = 1
-        self.prompt_tokens += int(mask.sum())
-        self.padded_tokens += self.model.buckets.batch_size(len(records)) * self.model.buckets.prompt(width)
         kwargs: dict[str, Any] = dict(options, pad_token_id=pad, jit_compile=self.jit_compile)
         if seed is not None:
             kwargs["seed"] = seed

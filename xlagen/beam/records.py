@@ -50,11 +50,6 @@ class Failure:
     input: Any = None
     line: int | None = None
 
-    @property
-    def key(self) -> str:
-        """The key every input record is counted under: its JSON id, or ``line:N`` when it has none."""
-        return record_key(self.id) if self.id is not None else f"line:{self.line}"
-
     def to_json(self) -> str:
         out: dict[str, Any] = {"id": self.id, "error": self.error}
         if self.line is not None:

@@ -659,10 +659,17 @@ class WhisperPipeline:
         probabilities: list[float | None] = [None] * len(samples)
         for first in range(0, len(windows), batch_size):
             group = windows[first : first + batch_size]
+            # A short last group is filled up to a power of two with copies of its last window (their
+            # output is dropped), so that batches of any size run one of a few compiled programs.
+            rows = 1
+            while rows < len(group):
+                rows *= 2
+            rows = min(rows, batch_size) if len(windows) > batch_size or len(samples) > 1 else len(group)
+            filled = group + [group[-1]] * (rows - len(group))
             stacked = np.stack(
                 [
                     self._window(mels[rec], a // HOP_LENGTH, min(self.frames, (b - a) // HOP_LENGTH))
-                    for rec, a, b in group
+                    for rec, a, b in filled
                 ]
             )
             hidden = self.encode(stacked)
@@ -671,7 +678,7 @@ class WhisperPipeline:
                     languages[rec], probabilities[rec], _ = self.detect_language(hidden[row : row + 1])
             prompts = [
                 decoder_prompt(self.tokens, languages[rec], task, timestamps=timestamps)
-                for rec, _, _ in group
+                for rec, _, _ in filled
             ]
             decoded = self._attempt(hidden, prompts, timestamps, 0.0, beam_size, 1, 1.0, (0, 0))
             for (rec, a, b), (tokens, _) in zip(group, decoded):
