@@ -460,7 +460,7 @@ def write_report(rows: list[dict], args, loads: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=["text", "speech"], default=None)
-    parser.add_argument("--prompts", type=int, default=128, help="prompts (the issue: 2000)")
+    parser.add_argument("--prompts", type=int, default=96, help="prompts (the issue: 2000)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
         "--loop-records", type=int, default=24, help="prompts the per-record loop is timed on"
@@ -472,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--peer-timeout", type=float, default=300, help="seconds before the Transformers run is stopped"
     )
-    parser.add_argument("--audio-minutes", type=float, default=5.0, help="minutes of speech (the issue: 30)")
+    parser.add_argument("--audio-minutes", type=float, default=4.0, help="minutes of speech (the issue: 30)")
     parser.add_argument("--window-batch", type=int, default=8)
     parser.add_argument("--no-two-workers", dest="two_workers", action="store_false")
     args = parser.parse_args(argv)

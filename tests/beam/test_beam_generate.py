@@ -30,14 +30,15 @@ def good_records(n: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     records = []
     for i in range(n):
-        words = rng.randint(1, 12)
+        special = i % 50 in (7, 11, 13, 17)  # short prompts: one shape bucket, fewer programs to compile
+        words = rng.randint(1, 3 if special else 12)
         record = {"id": i if i % 2 else f"p{i}", "prompt": " ".join(rng.choice(WORDS) for _ in range(words))}
         if i % 10 == 3:
             record["max_new_tokens"] = 3
         if i % 50 == 7:
             record["num_beams"] = 2
         if i % 50 == 11:
-            record.update(do_sample=True, seed=i, top_k=20)
+            record.update(do_sample=True, seed=i)
         if i % 50 == 13:
             record.update(do_sample=True, temperature=0.7)  # seed from its id
         if i % 50 == 17:
@@ -99,7 +100,7 @@ def job(gpt2_tokenizer_checkpoint, tmp_path_factory):
         "--model",
         str(path),
     ]
-    argv += ["--max-new-tokens", "6", "--batch-size", "16", "--no-progress"]
+    argv += ["--max-new-tokens", "6", "--batch-size", "32", "--no-progress"]
     assert main(argv) == 0
     results = read_jsonl(sorted(out.glob("results-*.jsonl")))
     errors = read_jsonl(sorted(out.glob("errors-*.jsonl")))
