@@ -1,7 +1,7 @@
 """Dataset-scale jobs (issue #17): ``xlagen batch`` against a per-record loop, fixed batches without
 length bucketing, Transformers 5's ``pipeline`` and faster-whisper's ``BatchedInferencePipeline``.
 
-    .venv/bin/python -m benchmarks.batch_jobs                          # defaults: ~10 min on 2 cores
+    .venv/bin/python -m benchmarks.batch_jobs                          # defaults: ~15 min on 2 cores
     .venv/bin/python -m benchmarks.batch_jobs --prompts 2000 --audio-minutes 30   # the issue's sizes
     .venv/bin/python -m benchmarks.batch_jobs --only text --prompts 64  # a part
 
@@ -463,10 +463,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", type=int, default=96, help="prompts (the issue: 2000)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
-        "--loop-records", type=int, default=24, help="prompts the per-record loop is timed on"
+        "--loop-records", type=int, default=16, help="prompts the per-record loop is timed on"
     )
     parser.add_argument(
-        "--hf-records", type=int, default=64, help="prompts the Transformers pipeline is timed on"
+        "--hf-records", type=int, default=48, help="prompts the Transformers pipeline is timed on"
     )
     parser.add_argument("--hf-batch", type=int, default=8)
     parser.add_argument(
