@@ -389,7 +389,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
             options["logprobs"] = True
         model = args.model or str(DEMO_MODEL)
     else:
-        options = {"beam_size": args.beam_size}
+        options = {"beam_size": args.beam_size, "timestamps": args.timestamps}
         if args.language is not None:
             options["language"] = args.language
         model = args.model
@@ -631,6 +631,8 @@ def build_parser() -> argparse.ArgumentParser:
             t.add_argument("--window-batch", type=int, default=8,
                            help="30 s windows decoded together, across files (1: per-file recipe with fallback)")  # fmt: skip
             t.add_argument("--beam-size", type=int, default=1)
+            t.add_argument("--timestamps", action=argparse.BooleanOptionalAction, default=True,
+                           help="predict segment timestamps (--no-timestamps: one segment per window, faster)")  # fmt: skip
             t.add_argument("--language", default=None)
         t.set_defaults(func=cmd_batch, beam_args=[])
     return parser
