@@ -267,3 +267,40 @@ def test_missing_beam_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "apache_beam", None)
     assert main(["batch", "generate", "--input", "x.jsonl", "--output", "out"]) == 2
     assert "pip install 'xlagen[beam]'" in capsys.readouterr().err
+
+
+def test_a_failing_batch_is_retried_record_by_record(gpt2_tokenizer_checkpoint, tmp_path, monkeypatch):
+    """A batch call that raises is retried one record at a time: only the record that fails alone is
+    dead-lettered; when the whole handler call raises, RunInference's exception handling dead-letters
+    each record of the batch (every key still exactly once)."""
+    from xlagen.beam.handlers import TextGenerator
+
+    path, _ = gpt2_tokenizer_checkpoint
+    records = [{"id": i, "prompt": "poison pill" if i == 3 else "XLA compiles"} for i in range(6)]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    argv = ["batch", "generate", "--input", str(tmp_path / "in.jsonl"), "--model", str(path)]
+    argv += ["--max-new-tokens", "3", "--no-progress"]
+    original = TextGenerator._generate
+
+    def poisoned(self, batch):
+        if any("poison" in r["prompt"] for r in batch):
+            raise RuntimeError("poisoned batch")
+        return original(self, batch)
+
+    monkeypatch.setattr(TextGenerator, "_generate", poisoned)
+    assert main([*argv, "--output", str(tmp_path / "a")]) == 0
+    results = read_jsonl((tmp_path / "a").glob("results-*.jsonl"))
+    errors = read_jsonl((tmp_path / "a").glob("errors-*.jsonl"))
+    assert sorted(r["id"] for r in results) == [0, 1, 2, 4, 5]
+    assert [(e["id"], e["error"]) for e in errors] == [(3, "generation failed: RuntimeError: poisoned batch")]
+
+    def broken(self, elements):
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(TextGenerator, "generate_records", broken)
+    assert main([*argv, "--output", str(tmp_path / "b")]) == 0
+    errors = read_jsonl((tmp_path / "b").glob("errors-*.jsonl"))
+    assert not read_jsonl((tmp_path / "b").glob("results-*.jsonl"))
+    assert sorted(e["id"] for e in errors) == list(range(6))
+    assert all(e["error"] == "inference failed: MemoryError('out of memory')" for e in errors)
+    assert errors[0]["input"]["prompt"] in ("poison pill", "XLA compiles")

@@ -195,11 +195,15 @@ class ToOutputs(beam.DoFn):
 def _failed_batch(element: tuple[Any, Any]) -> Iterable[Failure]:
     """What ``RunInference.with_exception_handling`` caught: each record of the failed batch, dead-lettered."""
     batch, error = element
+    if isinstance(error, tuple) and len(error) >= 2:  # Beam's (exception type, repr, traceback lines)
+        message = str(error[1])
+    else:
+        message = f"{type(error).__name__}: {error}"
     records = batch if isinstance(batch, list | tuple) else [batch]
     for record in records:
         yield Failure(
             record.get("id"),
-            f"inference failed: {type(error).__name__}: {error}",
+            f"inference failed: {message}",
             record.get("input"),
             record.get("line"),
         )
