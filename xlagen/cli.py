@@ -342,6 +342,25 @@ def _input_total(args: argparse.Namespace) -> int | None:
     return len(glob.glob(args.input)) or None
 
 
+def _inference_timing(result) -> str:
+    """``" (model load X s, inference Y s)"`` from RunInference's metrics, when the runner reports them."""
+    try:
+        distributions = result.metrics().query()["distributions"]
+    except Exception:  # noqa: BLE001 - a runner without metrics: no timing in the summary
+        return ""
+    sums: dict[str, float] = {}
+    for metric in distributions:
+        value = metric.committed if metric.committed is not None else metric.attempted
+        if value is not None:
+            sums[metric.key.metric.name] = sums.get(metric.key.metric.name, 0.0) + value.sum
+    load = sums.get("load_model_latency_milli_secs")
+    infer = sums.get("inference_batch_latency_micro_secs")
+    if infer is None:
+        return ""
+    loaded = f"model load {load / 1e3:.1f} s, " if load is not None else ""
+    return f" ({loaded}inference {infer / 1e6:.1f} s)"
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     """Run a Beam pipeline over a dataset; re-running into a folder that holds results needs
     ``--overwrite`` (start again) or ``--resume`` (only the records not in the results yet)."""
@@ -409,8 +428,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
         progress=args.progress,
     )
     start = time.perf_counter()
-    run(job, workers=args.workers, extra=args.beam_args)
+    result = run(job, workers=args.workers, extra=args.beam_args)
     seconds = time.perf_counter() - start
+    timing = _inference_timing(result)
     if args.resume and errors:  # the records that failed before were tried again in this run
         FileSystems.delete(errors)
     new_results = [p for p in _output_files(args.output, "results") if p not in results]
@@ -420,7 +440,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     where = FileSystems.join(args.output, f"errors-{run_tag}-*.jsonl" if run_tag else "errors-*.jsonl")
     print(
         f"xlagen batch: {ok + failed} records in {seconds:.1f} s: {ok} ok, {failed} errors"
-        f"{f' -> {where}' if failed else ''}{skipped}",
+        f"{f' -> {where}' if failed else ''}{skipped}{timing}",
         file=sys.stderr,
     )
     return 1 if failed and args.fail_on_error else 0
