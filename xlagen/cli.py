@@ -1,5 +1,6 @@
 """Command line: ``xlagen transcribe`` (speech to text with Whisper), ``xlagen generate`` (text) and
-``xlagen translate`` (seq2seq translation), XLA-compiled, on local checkpoints; ``xlagen export`` writes a SavedModel for TensorFlow Serving."""
+``xlagen translate`` (seq2seq translation), XLA-compiled, on local checkpoints; ``xlagen export`` writes a SavedModel for TensorFlow Serving;
+``xlagen batch`` runs generation or transcription over a dataset on Apache Beam."""
 
 from __future__ import annotations
 
@@ -384,6 +385,159 @@ def cmd_serve(args: argparse.Namespace) -> int:
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 
 
+def _output_files(output: str, name: str) -> list[str]:
+    """The ``name*.jsonl`` shards in folder ``output`` (any Beam file system)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    pattern = FileSystems.join(output, f"{name}*.jsonl")
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+
+
+def _count_lines(paths: list[str]) -> int:
+    from apache_beam.io.filesystems import FileSystems
+
+    total = 0
+    for path in paths:
+        with FileSystems.open(path) as f:
+            total += sum(1 for line in f if line.strip())
+    return total
+
+
+def _done_keys(paths: list[str]) -> frozenset[str]:
+    """Keys of the records an earlier run wrote to its results shards (``--resume`` skips them)."""
+    import json
+
+    from apache_beam.io.filesystems import FileSystems
+
+    from xlagen.beam.records import record_key
+
+    keys = set()
+    for path in paths:
+        with FileSystems.open(path) as f:
+            for line in f:
+                if line.strip():
+                    keys.add(record_key(json.loads(line)["id"]))
+    return frozenset(keys)
+
+
+def _input_total(args: argparse.Namespace) -> int | None:
+    """How many records the input holds, for the progress display (local inputs only)."""
+    import glob
+
+    if "://" in args.input:
+        return None
+    if args.task == "generate" or args.input.endswith(".jsonl"):
+        if not Path(args.input).is_file():
+            return None
+        with open(args.input, "rb") as f:
+            return sum(1 for line in f if line.strip())
+    return len(glob.glob(args.input)) or None
+
+
+def _inference_timing(result) -> str:
+    """``" (model load X s, inference Y s)"`` from RunInference's metrics, when the runner reports them."""
+    try:
+        distributions = result.metrics().query()["distributions"]
+    except Exception:  # noqa: BLE001 - a runner without metrics: no timing in the summary
+        return ""
+    sums: dict[str, float] = {}
+    for metric in distributions:
+        value = metric.committed if metric.committed is not None else metric.attempted
+        if value is not None:
+            sums[metric.key.metric.name] = sums.get(metric.key.metric.name, 0.0) + value.sum
+    load = sums.get("load_model_latency_milli_secs")
+    infer = sums.get("inference_batch_latency_micro_secs")
+    if infer is None:
+        return ""
+    loaded = f"model load {load / 1e3:.1f} s, " if load is not None else ""
+    return f" ({loaded}inference {infer / 1e6:.1f} s)"
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    """Run a Beam pipeline over a dataset; re-running into a folder that holds results needs
+    ``--overwrite`` (start again) or ``--resume`` (only the records not in the results yet)."""
+    from xlagen.beam import require_beam
+
+    require_beam()
+    from apache_beam.io.filesystems import FileSystems
+
+    from xlagen.beam.pipeline import BatchJob, run
+
+    if args.overwrite and args.resume:
+        raise ValueError("--overwrite and --resume exclude each other")
+    for option in ("batch_size", "workers", "window_batch"):
+        if getattr(args, option, 1) < 1:
+            raise ValueError(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
+    local = "://" not in args.input
+    if local and args.task == "generate" and not Path(args.input).is_file():
+        raise ValueError(f'--input {args.input!r} is not a file (a JSON Lines file of {{"id", "prompt"}})')
+    results, errors = _output_files(args.output, "results"), _output_files(args.output, "errors")
+    done: frozenset[str] = frozenset()
+    run_tag = ""
+    if results or errors:
+        if args.overwrite:
+            FileSystems.delete(results + errors)
+        elif args.resume:
+            done = _done_keys(results)
+            runs = [int(Path(p).name[len("results-run") :].split("-")[0]) for p in results
+                    if Path(p).name.startswith("results-run")]  # fmt: skip
+            run_tag = f"run{max(runs, default=1) + 1}"
+        else:
+            raise ValueError(
+                f"{args.output} holds the output of an earlier run ({len(results) + len(errors)} shards): "
+                "pass --overwrite to replace it, or --resume to process only the records not in its results"
+            )
+    if args.task == "generate":
+        options = {"max_new_tokens": args.max_new_tokens}
+        if args.num_beams is not None:
+            options["num_beams"] = args.num_beams
+        if args.do_sample:
+            options["do_sample"] = True
+            for name in ("temperature", "top_k", "top_p", "seed"):
+                if getattr(args, name) is not None:
+                    options[name] = getattr(args, name)
+        if args.logprobs:
+            options["logprobs"] = True
+        model = args.model or str(DEMO_MODEL)
+    else:
+        options = {"beam_size": args.beam_size, "timestamps": args.timestamps}
+        if args.language is not None:
+            options["language"] = args.language
+        model = args.model
+    total = _input_total(args)
+    job = BatchJob(
+        task=args.task,
+        input=args.input,
+        output=args.output,
+        model=model,
+        options=options,
+        max_batch_size=args.batch_size,
+        window_batch=getattr(args, "window_batch", 8),
+        share_model_across_processes=args.share_model,
+        done_keys=done,
+        run_tag=run_tag,
+        progress_total=None if total is None else max(0, total - len(done)),
+        progress=args.progress,
+    )
+    start = time.perf_counter()
+    result = run(job, workers=args.workers, extra=args.beam_args)
+    seconds = time.perf_counter() - start
+    timing = _inference_timing(result)
+    if args.resume and errors:  # the records that failed before were tried again in this run
+        FileSystems.delete(errors)
+    new_results = [p for p in _output_files(args.output, "results") if p not in results]
+    new_errors = [p for p in _output_files(args.output, "errors") if p not in errors]
+    ok, failed = _count_lines(new_results), _count_lines(new_errors)
+    skipped = f", {len(done)} already done" if done else ""
+    where = FileSystems.join(args.output, f"errors-{run_tag}-*.jsonl" if run_tag else "errors-*.jsonl")
+    print(
+        f"xlagen batch: {ok + failed} records in {seconds:.1f} s: {ok} ok, {failed} errors"
+        f"{f' -> {where}' if failed else ''}{skipped}{timing}",
+        file=sys.stderr,
+    )
+    return 1 if failed and args.fail_on_error else 0
+
+
 def _int_list(option: str, text: str) -> list[int]:
     """``"16,64"`` -> [16, 64]; a ValueError naming ``option`` otherwise."""
     try:
@@ -576,11 +730,69 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("--overwrite", action="store_true", help="replace OUT/<version> if it exists")
     ex.set_defaults(func=cmd_export)
+
+    bt = sub.add_parser("batch", help="generation or transcription over a dataset, on Apache Beam (xlagen[beam])",
+                        description="Runs locally (in-process) by default; any Beam runner with its options after "
+                        "--, e.g. -- --runner DataflowRunner --project P --region R --temp_location gs://...")  # fmt: skip
+    btsub = bt.add_subparsers(dest="task", required=True)
+    for task in ("generate", "transcribe"):
+        is_gen = task == "generate"
+        t = btsub.add_parser(
+            task,
+            help="JSON Lines prompts -> JSON Lines outputs"
+            if is_gen
+            else "audio files -> JSON Lines transcripts",
+        )
+        t.add_argument("--input", required=True, help='JSON Lines of {"id", "prompt", options...}' if is_gen
+                       else 'a glob of audio files (quote it) or JSON Lines of {"id", "audio"}')  # fmt: skip
+        t.add_argument(
+            "--output", required=True, help="output folder: results-*.jsonl and errors-*.jsonl shards"
+        )
+        t.add_argument("--model", default=None, help="model directory (default: the bundled demo GPT-2)" if is_gen
+                       else "Whisper directory (default: the bundled tiny.en)")  # fmt: skip
+        t.add_argument("--batch-size", type=int, default=32 if is_gen else 16, help="records per batch")
+        t.add_argument(
+            "--workers", type=int, default=1, help="local worker processes (Beam multi-processing)"
+        )
+        t.add_argument("--share-model", action="store_true",
+                       help="one model copy per machine, shared by the worker processes (large models)")  # fmt: skip
+        t.add_argument("--overwrite", action="store_true", help="replace the output of an earlier run")
+        t.add_argument("--resume", action="store_true", help="skip records already in the output's results")
+        t.add_argument(
+            "--fail-on-error", action="store_true", help="exit 1 when any record was dead-lettered"
+        )
+        t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                       help="progress lines on stderr")  # fmt: skip
+        if is_gen:
+            t.add_argument("--max-new-tokens", type=int, default=48)
+            t.add_argument("--num-beams", type=int, default=None)
+            t.add_argument(
+                "--do-sample", action="store_true", help="sample (seed per record: its own, or from its id)"
+            )
+            t.add_argument("--temperature", type=float, default=None)
+            t.add_argument("--top-k", type=int, default=None)
+            t.add_argument("--top-p", type=float, default=None)
+            t.add_argument("--seed", type=int, default=None)
+            t.add_argument("--logprobs", action="store_true", help="log-probability of each generated token")
+        else:
+            t.add_argument("--window-batch", type=int, default=8,
+                           help="30 s windows decoded together, across files (1: per-file recipe with fallback)")  # fmt: skip
+            t.add_argument("--beam-size", type=int, default=1)
+            t.add_argument("--timestamps", action=argparse.BooleanOptionalAction, default=True,
+                           help="predict segment timestamps (--no-timestamps: one segment per window, faster)")  # fmt: skip
+            t.add_argument("--language", default=None)
+        t.set_defaults(func=cmd_batch, beam_args=[])
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if argv[:1] == ["batch"]:  # options xlagen does not know are Beam's (--runner, --project ...)
+        args, extra = parser.parse_known_args(argv)
+        args.beam_args = [a for a in extra if a != "--"]
+    else:
+        args = parser.parse_args(argv)
     if args.command in ("generate", "translate"):
         args.temperature = 1.0 if args.temperature_set is None else args.temperature_set
         args.top_k = 50 if args.top_k_set is None else args.top_k_set

@@ -147,7 +147,7 @@ def test_batched_vad_matches_faster_whisper(pipeline, recording, faster_whisper)
     chunked = pipeline._transcribe_chunked
 
     def spy(*args, **kwargs):
-        calls.append(inspect.signature(chunked).bind(*args, **kwargs).arguments["chunks"])
+        calls.append(inspect.signature(chunked).bind(*args, **kwargs).arguments["chunks"][0])
         return chunked(*args, **kwargs)
 
     pipeline._transcribe_chunked = spy

@@ -592,10 +592,11 @@ class WhisperPipeline:
         )
         if batch_size > 1:
             result = self._transcribe_chunked(
-                samples, mel, language, task, beam_size, timestamps, batch_size, progress,
-                punctuations if word_timestamps else None, vad_chunks,
-                speech.joined_starts if speech is not None else (),
-            )  # fmt: skip
+                [samples], [mel], language, task, beam_size, timestamps, batch_size, progress,
+                punctuations if word_timestamps else None,
+                [vad_chunks] if vad_chunks is not None else None,
+                [speech.joined_starts] if speech is not None else None,
+            )[0]  # fmt: skip
             return speech.restore(result, original_duration) if speech is not None else result
 
         language_probability = None
@@ -807,10 +808,41 @@ class WhisperPipeline:
         chunks.append((start, len(samples)))
         return chunks
 
+    def transcribe_batch(
+        self,
+        audios: Sequence[Any],
+        *,
+        sampling_rate: int | None = None,
+        language: str | None = None,
+        task: str = "transcribe",
+        beam_size: int = 1,
+        timestamps: bool = True,
+        max_initial_timestamp: float | None = 1.0,
+        batch_size: int = 8,
+        progress: bool = False,
+    ) -> list[TranscriptionResult]:
+        """Transcribe several recordings at once, in the chunked mode of ``transcribe(batch_size=...)``:
+        the windows of all of them are decoded together, ``batch_size`` at a time, so short clips fill
+        a batch as well as long audio does (what ``xlagen batch transcribe`` runs). Result ``i`` is
+        ``transcribe(audios[i], batch_size=batch_size)``'s, up to the rounding of batched arithmetic."""
+        _check_positive("beam_size", beam_size)
+        _check_positive("batch_size", batch_size)
+        if task not in ("transcribe", "translate"):
+            raise ValueError(f"task must be 'transcribe' or 'translate', got {task!r}")
+        samples = [_as_audio(audio, sampling_rate) for audio in audios]
+        mels = [self.features(s) for s in samples]
+        self._decode_options = {}
+        self._max_initial = None
+        if max_initial_timestamp is not None:
+            self._max_initial = int(round(max_initial_timestamp / TIME_PRECISION))
+        return self._transcribe_chunked(
+            samples, mels, language, task, beam_size, timestamps, batch_size, progress
+        )
+
     def _transcribe_chunked(
         self,
-        samples: np.ndarray,
-        mel: np.ndarray,
+        samples: list[np.ndarray],
+        mels: list[np.ndarray],
         language: str | None,
         task: str,
         beam_size: int,
@@ -818,40 +850,61 @@ class WhisperPipeline:
         batch_size: int,
         progress: bool,
         punctuations: tuple[str, str] | None = None,
-        chunks: list[tuple[int, int]] | None = None,
-        borders: Sequence[int] = (),
-    ) -> TranscriptionResult:
-        duration = len(samples) / SAMPLING_RATE
-        # VAD speech chunks (given, ``borders``: where each speech region starts): each one's own features,
-        # as faster-whisper's batched pipeline computes them, and the speech regions a chunk's decoding
-        # stopped before (tiny.en often leaves out the last sentence of a full chunk) decoded again.
+        chunks: list[list[tuple[int, int]]] | None = None,
+        borders: Sequence[Sequence[int]] | None = None,
+    ) -> list[TranscriptionResult]:
+        """The recordings ``samples`` (log-mel ``mels``) cut into windows at their quiet points, or into
+        the VAD speech ``chunks`` given per recording; the windows of all recordings decoded
+        ``batch_size`` at a time, independently (no conditioning, no fallback).
+
+        VAD chunks (``borders``: where each speech region of a recording starts) get their own
+        features, as faster-whisper's batched pipeline computes them, and a speech region a chunk's
+        decoding stopped before (tiny.en often leaves out the last sentence of a full chunk) is decoded
+        again. A short last group is filled up to a power of two with copies of its last window (their
+        output is dropped), so that batches of any size run one of a few compiled programs."""
+        durations = [len(s) / SAMPLING_RATE for s in samples]
         speech_chunks = chunks is not None
-        pending = list(chunks) if speech_chunks else self._chunks(samples)
-        segments: list[Segment] = []
-        bar = _progress_bar(duration, progress)
-        language_probability = None
+        pending = [
+            (rec, a, b)
+            for rec, s in enumerate(samples)
+            for a, b in (chunks[rec] if speech_chunks else self._chunks(s))
+        ]
+        several = len(samples) > 1 or len(pending) > batch_size
+        segments: list[list[Segment]] = [[] for _ in samples]
+        bar = _progress_bar(sum(durations), progress)
         if not self.tokens.multilingual:
             language = "en"
+        languages: list[str | None] = [language] * len(samples)
+        probabilities: list[float | None] = [None] * len(samples)
         while pending:
             group, pending = pending[:batch_size], pending[batch_size:]
+            rows = 1
+            while rows < len(group):
+                rows *= 2
+            rows = min(rows, batch_size) if several else len(group)
+            filled = group + [group[-1]] * (rows - len(group))
             if speech_chunks:
-                features = [self.features(samples[a:b]) for a, b in group]
-                windows = np.stack([self._window(f, 0, min(self.frames, f.shape[-1])) for f in features])
+                features = [self.features(samples[rec][a:b]) for rec, a, b in filled]
+                stacked = np.stack([self._window(f, 0, min(self.frames, f.shape[-1])) for f in features])
             else:
-                windows = np.stack(
+                stacked = np.stack(
                     [
-                        self._window(mel, a // HOP_LENGTH, min(self.frames, (b - a) // HOP_LENGTH))
-                        for a, b in group
+                        self._window(mels[rec], a // HOP_LENGTH, min(self.frames, (b - a) // HOP_LENGTH))
+                        for rec, a, b in filled
                     ]
                 )
-            hidden = self.encode(windows)
-            if language is None:
-                language, language_probability, _ = self.detect_language(hidden[:1])
-            prompt = decoder_prompt(self.tokens, language, task, timestamps=timestamps)
-            decoded = self._attempt(hidden, [prompt] * len(group), timestamps, 0.0, beam_size, 1, 1.0, (0, 0))
+            hidden = self.encode(stacked)
+            for row, (rec, _, _) in enumerate(group):
+                if languages[rec] is None:  # a recording's language, from its first window
+                    languages[rec], probabilities[rec], _ = self.detect_language(hidden[row : row + 1])
+            prompts = [
+                decoder_prompt(self.tokens, languages[rec], task, timestamps=timestamps)
+                for rec, _, _ in filled
+            ]
+            decoded = self._attempt(hidden, prompts, timestamps, 0.0, beam_size, 1, 1.0, (0, 0))
             chunk_spans = []
             scores = []  # per chunk: its segments' avg_logprob, no_speech_prob, compression_ratio
-            for (a, b), (tokens, avg, no_speech) in zip(group, decoded):
+            for (rec, a, b), (tokens, avg, no_speech) in zip(group, decoded):
                 scores.append((avg, no_speech, compression_ratio(self._text(tokens).strip())))
                 offset = a / SAMPLING_RATE
                 chunk_end = b / SAMPLING_RATE
@@ -873,39 +926,48 @@ class WhisperPipeline:
                     if speech_chunks and said:
                         last = [a + round((t - offset) * SAMPLING_RATE) for t in said[-1]]
                         left_out = [
-                            r for r in borders
+                            r for r in (borders[rec] if borders else ())
                             if max(last[0] + 0.4 * SAMPLING_RATE, last[1] - SAMPLING_RATE) <= r < b - SAMPLING_RATE
                         ]  # fmt: skip
                         if left_out:  # (Whisper's segment borders are loose: 0.4 s, 1 s)
-                            pending.append((left_out[0], b))
+                            pending.append((rec, left_out[0], b))
                 else:
                     spans = [(offset, chunk_end, tokens)]
                 chunk_spans.append(
                     [alignment.SegmentSpan(t0, min(t1, chunk_end), list(t)) for t0, t1, t in spans]
                 )
-            if punctuations is not None:  # word timestamps: all chunks of the batch aligned in one call
-                sizes = [min(self.frames, (b - a) // HOP_LENGTH) for a, b in group]
-                offsets = [a / SAMPLING_RATE for a, _ in group]
-                self._add_words(hidden, chunk_spans, sizes, offsets, language, task, 0.0, punctuations)
-            for spans, (avg, no_speech, ratio) in zip(chunk_spans, scores):
+            if punctuations is not None:  # word timestamps: the chunks of one language aligned in one call
+                for lang in dict.fromkeys(languages[rec] for rec, _, _ in group):
+                    rows_of = [i for i, (rec, _, _) in enumerate(group) if languages[rec] == lang]
+                    sizes = [min(self.frames, (group[i][2] - group[i][1]) // HOP_LENGTH) for i in rows_of]
+                    offsets = [group[i][1] / SAMPLING_RATE for i in rows_of]
+                    rows_hidden = tf.gather(hidden, rows_of)
+                    windows = [chunk_spans[i] for i in rows_of]
+                    self._add_words(rows_hidden, windows, sizes, offsets, lang, task, 0.0, punctuations)
+            for (rec, a, b), spans, (avg, no_speech, ratio) in zip(group, chunk_spans, scores):
                 for span in spans:
                     text = self._text(span.tokens)
                     if not text.strip():
                         continue
-                    segments.append(
-                        Segment(id=len(segments), start=round(span.start, 3), end=round(span.end, 3), text=text,
+                    segments[rec].append(
+                        Segment(id=0, start=round(span.start, 3), end=round(span.end, 3), text=text,
                                 tokens=span.tokens, words=span.words if punctuations is not None else None,
                                 avg_logprob=avg, no_speech_prob=no_speech, compression_ratio=ratio)
                     )  # fmt: skip
-            if bar is not None:
-                bar.update(max(0, min(duration, group[-1][1] / SAMPLING_RATE) - bar.n))
+                if bar is not None:
+                    bar.update((b - a) / SAMPLING_RATE)
         if bar is not None:
             bar.close()
-        segments.sort(key=lambda s: s.start)  # speech decoded again comes after its chunk's batch
-        for i, segment in enumerate(segments):
-            segment.id = i
-        text = "".join(s.text for s in segments)
-        return TranscriptionResult(text, segments, language or "en", duration, language_probability)
+        results = []
+        for rec, segs in enumerate(segments):
+            segs.sort(key=lambda s: s.start)  # speech decoded again comes after its chunk's batch
+            for i, segment in enumerate(segs):
+                segment.id = i
+            text = "".join(s.text for s in segs)
+            results.append(
+                TranscriptionResult(text, segs, languages[rec] or "en", durations[rec], probabilities[rec])
+            )
+        return results
 
 
 def _check_positive(name: str, value: Any) -> None:
