@@ -503,6 +503,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         options = {"beam_size": args.beam_size, "timestamps": args.timestamps}
         if args.language is not None:
             options["language"] = args.language
+        if args.vad:
+            options["vad_filter"] = True
         model = args.model
     total = _input_total(args)
     job = BatchJob(
@@ -781,6 +783,9 @@ def build_parser() -> argparse.ArgumentParser:
             t.add_argument("--timestamps", action=argparse.BooleanOptionalAction, default=True,
                            help="predict segment timestamps (--no-timestamps: one segment per window, faster)")  # fmt: skip
             t.add_argument("--language", default=None)
+            t.add_argument("--vad", action="store_true",
+                           help="decode only the speech (Silero VAD, pip install 'xlagen[vad]'); chunks of speech "
+                           "instead of 30 s windows")  # fmt: skip
         t.set_defaults(func=cmd_batch, beam_args=[])
     return parser
 

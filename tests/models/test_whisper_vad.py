@@ -9,6 +9,7 @@ import inspect
 import json
 import sys
 import tempfile
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -218,3 +219,23 @@ def test_vad_word_timestamps(pipeline, recording):
         assert (segment.start, segment.end) == (words[0].start, words[-1].end)
         assert all(start - 0.5 <= w.start <= w.end <= end + 0.1 for w in words), (start, end, words)
         assert all(a.end <= b.start + 1e-6 for a, b in zip(words, words[1:]))
+
+
+def test_transcribe_batch_with_vad(pipeline, recording):
+    """Several recordings' speech chunks decoded together (``xlagen batch transcribe --vad``): each
+    result is the one-recording batched VAD result, times in its own recording."""
+    from xlagen.audio import load_audio
+
+    audio, spans, _ = recording
+    clip = load_audio(
+        sorted((Path(__file__).resolve().parent.parent / "fixtures" / "audio").glob("dev_09*"))[0]
+    )
+    silent = np.random.default_rng(2).normal(0, 0.003, 4 * 16000).astype(np.float32)
+    together = pipeline.transcribe_batch([audio, silent, clip], vad_filter=True, batch_size=4)
+    alone = [pipeline.transcribe(a, vad_filter=True, batch_size=4) for a in (audio, clip)]
+    assert [r.text for r in together] == [alone[0].text, "", alone[1].text]
+    assert together[1].segments == [] and together[1].duration == pytest.approx(4.0)
+    for a, b in zip(together[0].segments, alone[0].segments):
+        assert a.start == pytest.approx(b.start, abs=0.02) and a.end == pytest.approx(b.end, abs=0.02)
+    with pytest.raises(ValueError, match="vad_parameters given without vad_filter"):
+        pipeline.transcribe_batch([clip], vad_parameters={"threshold": 0.3})

@@ -820,24 +820,43 @@ class WhisperPipeline:
         max_initial_timestamp: float | None = 1.0,
         batch_size: int = 8,
         progress: bool = False,
+        vad_filter: bool = False,
+        vad_parameters: Any = None,
     ) -> list[TranscriptionResult]:
         """Transcribe several recordings at once, in the chunked mode of ``transcribe(batch_size=...)``:
         the windows of all of them are decoded together, ``batch_size`` at a time, so short clips fill
         a batch as well as long audio does (what ``xlagen batch transcribe`` runs). Result ``i`` is
-        ``transcribe(audios[i], batch_size=batch_size)``'s, up to the rounding of batched arithmetic."""
+        ``transcribe(audios[i], batch_size=batch_size)``'s, up to the rounding of batched arithmetic.
+        ``vad_filter``: each recording's speech chunks instead of its windows (times mapped back)."""
         _check_positive("beam_size", beam_size)
         _check_positive("batch_size", batch_size)
         if task not in ("transcribe", "translate"):
             raise ValueError(f"task must be 'transcribe' or 'translate', got {task!r}")
         samples = [_as_audio(audio, sampling_rate) for audio in audios]
-        mels = [self.features(s) for s in samples]
         self._decode_options = {}
         self._max_initial = None
         if max_initial_timestamp is not None:
             self._max_initial = int(round(max_initial_timestamp / TIME_PRECISION))
-        return self._transcribe_chunked(
-            samples, mels, language, task, beam_size, timestamps, batch_size, progress
-        )
+        if not vad_filter:
+            if vad_parameters is not None:
+                raise ValueError("vad_parameters given without vad_filter=True")
+            mels = [self.features(s) for s in samples]
+            return self._transcribe_chunked(
+                samples, mels, language, task, beam_size, timestamps, batch_size, progress
+            )
+        from xlagen.audio.vad import speech_only
+
+        durations = [len(s) / SAMPLING_RATE for s in samples]
+        speeches, chunks = [], []
+        for i, recording in enumerate(samples):
+            speech, samples[i], found = speech_only(recording, vad_parameters, True, self.window_seconds)
+            speeches.append(speech)
+            chunks.append(found if len(samples[i]) else [])
+        results = self._transcribe_chunked(
+            samples, [None] * len(samples), language, task, beam_size, timestamps, batch_size, progress,
+            None, chunks, [s.joined_starts for s in speeches],
+        )  # fmt: skip
+        return [s.restore(r, d) for s, r, d in zip(speeches, results, durations)]
 
     def _transcribe_chunked(
         self,
