@@ -417,6 +417,9 @@ def run_audio(args, work: Path, cache: Path) -> list[dict]:
         r = xlagen_batch("transcribe", inp, work / f"a-{workers}", env, workers, extra)
         add(f"xlagen batch transcribe, {workers} worker{'s' if workers > 1 else ''}", r,
             {x["id"]: x["text"] for x in r["_results"]}, total)  # fmt: skip
+    # VAD speech chunks instead of 30 s windows cut at pauses, as the batched pipeline cuts them
+    r = xlagen_batch("transcribe", inp, work / "a-vad", env, 1, [*extra, "--vad"])
+    add("xlagen batch transcribe --vad, 1 worker", r, {x["id"]: x["text"] for x in r["_results"]}, total)
     fw = VENVS / "fw" / "bin" / "python"
     if fw.exists():
         r = measure([str(fw), "-c", _FW_BATCHED, str(inp), str(args.window_batch)])
