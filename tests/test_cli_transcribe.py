@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -141,19 +142,13 @@ def test_transcribe_decoding_options(default_model, capsys):
         (["--no-fallback", "--temperature", "0.2"], "--no-fallback and --temperature exclude each other"),
     ]:
         with (
-            pytest.raises(SystemExit) if "must be finite" in message or "expected" in message else _no_raise()
+            pytest.raises(SystemExit)
+            if "must be finite" in message or "expected" in message
+            else contextlib.nullcontext()
         ):
             code = main(["transcribe", str(SAMPLE), *bad])
             assert code == 2
         assert message in capsys.readouterr().err
-
-
-class _no_raise:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def test_transcribe_word_timestamps(default_model, capsys, monkeypatch):

@@ -78,7 +78,7 @@ class WhisperProcessor:
         [{"text", "timestamp": (start, end)}]}``. Works with tokenizer files that stop before the
         timestamp tokens (CTranslate2's, OpenAI's): their ids follow ``<|notimestamps|>``."""
         from xlagen.models.whisper.decoding import decode_with_timestamps as with_stamps
-        from xlagen.models.whisper.decoding import timestamp_begin_of, timestamp_offsets
+        from xlagen.models.whisper.decoding import flat_ids, timestamp_begin_of, timestamp_offsets
 
         if not (output_offsets or decode_with_timestamps):
             return self.tokenizer.decode(token_ids, skip_special_tokens=skip_special_tokens, **kwargs)
@@ -86,8 +86,7 @@ class WhisperProcessor:
             text = with_stamps(self.tokenizer, token_ids, skip_special_tokens, time_offset)
         else:
             begin = timestamp_begin_of(self.tokenizer)
-            ids = token_ids.numpy() if hasattr(token_ids, "numpy") else token_ids
-            ids = [int(t) for t in (ids.tolist() if hasattr(ids, "tolist") else ids) if int(t) < begin]
+            ids = [int(t) for t in flat_ids(token_ids) if int(t) < begin]
             text = self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens, **kwargs)
         if not output_offsets:
             return text

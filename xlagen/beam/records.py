@@ -83,15 +83,7 @@ def parse_generation_line(line: str, number: int) -> dict[str, Any]:
     Returns ``{"id", "prompt", "options", "line", "input"}``; raises ``RecordError`` for malformed
     JSON, a missing or bad id or prompt, and unknown option names.
     """
-    try:
-        data = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise RecordError(f"line {number}: malformed JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise RecordError(f"line {number}: a record must be a JSON object, got {type(data).__name__}")
-    if "id" not in data:
-        raise RecordError(f'line {number}: the record has no "id"')
-    check_id(data["id"])
+    data = _record_with_id(line, number)
     prompt = data.get("prompt")
     if not isinstance(prompt, str):
         got = "nothing" if prompt is None else type(prompt).__name__
@@ -107,8 +99,8 @@ def parse_generation_line(line: str, number: int) -> dict[str, Any]:
     return {"id": data["id"], "prompt": prompt, "options": options, "line": number, "input": data}
 
 
-def parse_audio_line(line: str, number: int) -> dict[str, Any]:
-    """One JSON Lines record of ``xlagen batch transcribe``: ``{"id", "audio": path}``."""
+def _record_with_id(line: str, number: int) -> dict[str, Any]:
+    """A JSON Lines record: a JSON object with a valid ``"id"`` (errors name the line)."""
     try:
         data = json.loads(line)
     except json.JSONDecodeError as e:
@@ -118,6 +110,12 @@ def parse_audio_line(line: str, number: int) -> dict[str, Any]:
     if "id" not in data:
         raise RecordError(f'line {number}: the record has no "id"')
     check_id(data["id"])
+    return data
+
+
+def parse_audio_line(line: str, number: int) -> dict[str, Any]:
+    """One JSON Lines record of ``xlagen batch transcribe``: ``{"id", "audio": path}``."""
+    data = _record_with_id(line, number)
     audio = data.get("audio")
     if not isinstance(audio, str) or not audio:
         raise RecordError('"audio" must be the path of an audio file')

@@ -133,19 +133,7 @@ def dtw(cost: np.ndarray, dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarr
         acc[d, 1:] = skewed[d, 1:] + np.where(diagonal, c0, np.where(down, c1, c2))
         trace[d, 1:] = np.where(diagonal, 0, np.where(down, 1, 2))
     # The borders are infinite, so the path always ends with the diagonal step (1, 1) -> (0, 0).
-    i, j = n, m
-    path_i, path_j = [], []
-    while i > 0 and j > 0:
-        path_i.append(i - 1)
-        path_j.append(j - 1)
-        step = trace[i + j, i]
-        if step == 0:
-            i, j = i - 1, j - 1
-        elif step == 1:
-            i -= 1
-        else:
-            j -= 1
-    return np.array(path_i[::-1], np.int64), np.array(path_j[::-1], np.int64)
+    return backtrace(trace, n, m)
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

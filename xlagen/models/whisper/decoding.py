@@ -421,7 +421,7 @@ def decode_with_timestamps(
     begin = timestamp_begin_of(tokenizer)
     pieces: list[str] = []
     run: list[int] = []
-    for token in [int(t) for t in _flat_ids(ids)]:
+    for token in [int(t) for t in flat_ids(ids)]:
         if token >= begin:
             if run:
                 pieces.append(tokenizer.decode(run, skip_special_tokens=skip_special_tokens))
@@ -438,7 +438,7 @@ def timestamp_offsets(tokenizer: Any, ids: Any, time_offset: float = 0.0) -> lis
     """``[{"text", "timestamp": (start, end)}]``: the text between each pair of timestamps of one
     window's token ids, as Transformers' ``decode(output_offsets=True)`` gives them."""
     begin = timestamp_begin_of(tokenizer)
-    tokens = [int(t) for t in _flat_ids(ids)]
+    tokens = [int(t) for t in flat_ids(ids)]
     stamps = [i for i, t in enumerate(tokens) if t >= begin]
     cuts = [i for i in stamps[1:] if tokens[i - 1] >= begin]
     if not cuts and len(stamps) <= 1:
@@ -464,7 +464,8 @@ def timestamp_offsets(tokenizer: Any, ids: Any, time_offset: float = 0.0) -> lis
     return offsets
 
 
-def _flat_ids(ids: Any) -> list[int]:
+def flat_ids(ids: Any) -> list[int]:
+    """One sequence of token ids from a list, array or tensor (a batch of one is unwrapped)."""
     if hasattr(ids, "numpy"):
         ids = ids.numpy()
     array = list(ids.tolist() if hasattr(ids, "tolist") else ids)

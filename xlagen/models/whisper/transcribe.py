@@ -403,16 +403,19 @@ class WhisperPipeline:
             rows_per_window = 1
         seqs = out.sequences.numpy()
         no_speech = out["no_speech_prob"].numpy() if "no_speech_prob" in out else None
+        beam_scores = beam_size > 1 and temperature == 0
+        # length-penalised beam scores, or each token's log-probability
+        scores = out.sequences_scores.numpy() if beam_scores else out.token_logprobs.numpy()
         results = []
         for window in range(len(prompts)):
             candidates = []
             for row in range(window * rows_per_window, (window + 1) * rows_per_window):
                 tokens = self._strip(seqs[row], width)
                 n = len(tokens) + 1  # with the end of text
-                if beam_size > 1 and temperature == 0:  # length-penalised beam score back to a sum
-                    total = float(out.sequences_scores.numpy()[row]) * n**length_penalty
+                if beam_scores:  # the length-penalised beam score back to a sum
+                    total = float(scores[row]) * n**length_penalty
                 else:
-                    total = float(out.token_logprobs.numpy()[row, :n].sum())
+                    total = float(scores[row, :n].sum())
                 candidates.append((total / n**length_penalty, tokens, total / n))
             _, tokens, avg = max(candidates, key=lambda c: c[0])
             p = None if no_speech is None else float(no_speech[window * rows_per_window])
